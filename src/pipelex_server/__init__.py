@@ -1,0 +1,19 @@
+"""pipelex-server: the REST API server that builds and executes Pipelex pipelines."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("pipelex-server")
+except PackageNotFoundError:  # running from a source tree
+    __version__ = "0.0.0"
+
+
+def create_app(settings=None):  # type: ignore[no-untyped-def]
+    from pipelex_server.app import create_app as _create_app
+
+    return _create_app(settings)
+
+
+from pipelex_server.settings import Settings  # noqa: E402
+
+__all__ = ["Settings", "__version__", "create_app"]

@@ -1,0 +1,108 @@
+"""Pure-ASGI middleware (cheap on the hot path): request ids and the request body size limit."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pipelex_server.errors import ApiProblem, problem_response_bytes
+
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+class RequestIdMiddleware:
+    """Echo a well-formed X-Request-ID (the runtime accepts only [A-Za-z0-9_-]{1,128}), else make one."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                candidate = value.decode("latin-1")
+                if REQUEST_ID_RE.match(candidate):
+                    request_id = candidate
+                break
+        request_id = request_id or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        header = (b"x-request-id", request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+class BodySizeLimitMiddleware:
+    """413 ``request.too_large`` for a declared or streamed body over the limit, before anything parses it."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _problem(self) -> ApiProblem:
+        return ApiProblem(
+            status=413,
+            code="request.too_large",
+            detail=f"The request body exceeds the limit of {self.max_bytes} bytes (MAX_REQUEST_BODY_MIB).",
+            params={"limit_bytes": self.max_bytes},
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = 0
+                if declared > self.max_bytes:
+                    await _send_problem(scope, send, self._problem())
+                    return
+                break
+
+        received = 0
+        response_started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not response_started:
+                await _send_problem(scope, send, self._problem())
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _send_problem(scope: Scope, send: Send, problem: ApiProblem) -> None:
+    request_id: Any = scope.get("state", {}).get("request_id")
+    body, headers = problem_response_bytes(problem, request_id=request_id)
+    await send({"type": "http.response.start", "status": problem.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

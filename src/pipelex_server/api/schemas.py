@@ -1,0 +1,191 @@
+"""Request and response models of the HTTP API (what /openapi.json documents)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+RUN_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
+RESERVED_KEYS = ("__class__", "__module__")
+RESERVED_PREFIX = "__kajson"
+MAX_CALLBACK_URLS = 5
+
+
+def find_reserved_key(value: Any, path: str = "inputs") -> str | None:
+    """The path of the first object key that could name a Python class on a kajson round-trip, if any."""
+    stack: list[tuple[Any, str]] = [(value, path)]
+    while stack:
+        current, where = stack.pop()
+        if isinstance(current, dict):
+            for key, child in current.items():
+                if key in RESERVED_KEYS or (isinstance(key, str) and key.startswith(RESERVED_PREFIX)):
+                    return f"{where}.{key}"
+                stack.append((child, f"{where}.{key}"))
+        elif isinstance(current, list):
+            stack.extend((child, f"{where}[{index}]") for index, child in enumerate(current))
+    return None
+
+
+class PipelineRequest(BaseModel):
+    """Body of /api/v1/pipeline/execute and /api/v1/pipeline/start."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "pipe_code": "summarize",
+                    "mthds_contents": [
+                        'domain = "hello"\nmain_pipe = "summarize"\n\n[pipe.summarize]\ntype = "PipeLLM"\n'
+                        'description = "Summarize the input text in one sentence"\ninputs = { text = "Text" }\n'
+                        'output = "Text"\nprompt = "Summarize in one sentence:\\n@text"\n'
+                    ],
+                    "inputs": {"text": "Pipelex turns plain-language pipeline definitions into reproducible AI workflows."},
+                }
+            ]
+        },
+    )
+
+    pipe_code: str | None = Field(
+        default=None, min_length=1, max_length=512, description="Pipe to run; defaults to the bundle's main_pipe."
+    )
+    mthds_contents: list[Annotated[str, Field(max_length=4 * 1024 * 1024)]] | None = Field(
+        default=None, max_length=64, description="Raw .mthds (TOML) file contents; always a list."
+    )
+    inputs: dict[str, Any] | None = Field(default=None, description="Pipeline inputs by name (see docs/pipe-run.md).")
+    output_name: str | None = Field(default=None, max_length=256)
+    output_multiplicity: bool | int | None = None
+    dynamic_output_concept_ref: str | None = Field(default=None, max_length=512)
+    pipeline_run_id: str | None = Field(default=None, pattern=RUN_ID_PATTERN, description="Client-chosen run id (idempotency key).")
+    dry_run: bool = Field(default=False, description="Run with mocked inference: no provider is called.")
+    callback_urls: list[Annotated[str, Field(min_length=1, max_length=2048)]] | None = Field(
+        default=None, max_length=MAX_CALLBACK_URLS, description="URLs that receive the run document when it ends."
+    )
+
+    @field_validator("inputs")
+    @classmethod
+    def _no_reserved_keys(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            where = find_reserved_key(value)
+            if where is not None:
+                raise ValueError(f"reserved key at {where}: keys '__class__', '__module__' and '__kajson*' are refused")
+        return value
+
+
+class ValidateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mthds_contents: list[Annotated[str, Field(max_length=4 * 1024 * 1024)]] = Field(min_length=1, max_length=64)
+    pipe_code: str | None = Field(default=None, min_length=1, max_length=512)
+
+
+class WorkingMemory(BaseModel):
+    root: dict[str, Any]
+    aliases: dict[str, Any]
+
+
+class PipeOutput(BaseModel):
+    working_memory: WorkingMemory
+
+
+class Usage(BaseModel):
+    tokens: dict[str, int] = Field(description="Tokens by category, summed over every inference call.")
+    cost_usd: float | None = Field(description="Total cost in USD; null when a model has no rate table.")
+    by_pipe: list[dict[str, Any]] = Field(description="One record per inference call.")
+
+
+class ExecuteResponse(BaseModel):
+    pipeline_run_id: str
+    created_at: str
+    pipeline_state: Literal["COMPLETED"]
+    finished_at: str | None
+    main_stuff_name: str | None
+    pipe_output: PipeOutput | None
+    usage: Usage | None
+    dry_run: bool
+
+
+class CallbackRecord(BaseModel):
+    url: str
+    attempts: int
+    last_status: int | None = None
+    delivered_at: str | None = None
+
+
+class RunDocument(BaseModel):
+    pipeline_run_id: str
+    pipeline_state: Literal["STARTED", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "ERROR"]
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    pipe_code: str | None
+    main_stuff_name: str | None
+    pipe_output: PipeOutput | None
+    output_url: str | None
+    error: dict[str, Any] | None
+    usage: Usage | None
+    dry_run: bool
+    workflow_id: str | None
+    callbacks: list[CallbackRecord]
+
+
+class ValidationItem(BaseModel):
+    code: str | None
+    detail: str | None
+    location: dict[str, Any] | None = None
+
+
+class ValidateResponse(BaseModel):
+    success: bool
+    message: str
+    errors: list[ValidationItem]
+    pipelex_bundle_blueprint: dict[str, Any] | None
+    pipe_structures: dict[str, Any]
+    graph_spec: dict[str, Any] | None
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem document (application/problem+json)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str = Field(description="Stable dotted error code, e.g. input.missing")
+    request_id: str | None = None
+    location: dict[str, Any] | None = None
+    params: dict[str, Any] | None = None
+    next_step: dict[str, Any] | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+class VersionResponse(BaseModel):
+    implementation: str
+    implementation_version: str
+    runtime_version: str
+    protocol_version: str
+
+
+class HealthResponse(BaseModel):
+    status: str
+    checks: dict[str, Any] | None = None
+
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "content": {"application/problem+json": {}}, "description": description}
+    for status, description in {
+        401: "Missing, invalid or expired credentials",
+        409: "Idempotency conflict",
+        413: "Request body too large",
+        422: "Invalid request, bundle or inputs",
+        429: "Provider rate limit",
+        500: "Unexpected server error",
+        501: "No backend for the model",
+        502: "Provider failure",
+        503: "Inference not configured, or server not ready",
+        504: "Provider timeout",
+    }.items()
+}

@@ -1,0 +1,133 @@
+"""create_app(settings): middleware, routers, error translation and lifespan wiring. Nothing is built at import."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pipelex_server import __version__
+from pipelex_server.api.deps import Services
+from pipelex_server.api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from pipelex_server.api.routes import health, pipeline, runs, validate
+from pipelex_server.engine.runtime import Engine
+from pipelex_server.errors import PROBLEM_CONTENT_TYPE, ApiProblem, internal_error
+from pipelex_server.runs.service import RunService
+from pipelex_server.settings import Settings
+from pipelex_server.store.db import make_engine, migrate
+from pipelex_server.store.repository import RunRepository
+
+logger = logging.getLogger(__name__)
+
+
+def _problem_response(problem: ApiProblem, request: Request) -> JSONResponse:
+    request_id = request.scope.get("state", {}).get("request_id")
+    return JSONResponse(
+        problem.to_document(request_id=request_id),
+        status_code=problem.status,
+        media_type=PROBLEM_CONTENT_TYPE,
+        headers=problem.headers or None,
+    )
+
+
+def _validation_problem(exc: RequestValidationError) -> ApiProblem:
+    errors = []
+    malformed = False
+    for error in exc.errors():
+        if error.get("type") == "json_invalid":
+            malformed = True
+        location = [str(part) for part in error.get("loc", ())]
+        errors.append({"code": "request.invalid", "detail": str(error.get("msg")), "location": {"path": location}})
+    if malformed:
+        return ApiProblem(status=422, code="request.malformed", detail="The request body is not valid JSON.", errors=errors)
+    reserved = [item for item in errors if "reserved key" in item["detail"]]
+    if reserved:
+        return ApiProblem(
+            status=422, code="input.reserved_key", detail=reserved[0]["detail"].removeprefix("Value error, "), errors=reserved
+        )
+    return ApiProblem(status=422, code="request.invalid", detail="The request does not match the route's schema.", errors=errors)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiProblem)
+    async def _api_problem(request: Request, exc: ApiProblem) -> JSONResponse:
+        return _problem_response(exc, request)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _problem_response(_validation_problem(exc), request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "route.not_found", 405: "route.method_not_allowed", 415: "request.unsupported_media_type"}.get(
+            exc.status_code, "request.invalid"
+        )
+        return _problem_response(ApiProblem(status=exc.status_code, code=code, detail=str(exc.detail)), request)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return _problem_response(internal_error(), request)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database = make_engine(settings.resolved_database_url)
+        await migrate(database)
+        engine = Engine(settings)
+        repository = RunRepository(database)
+        run_service = RunService(settings=settings, repository=repository, engine=engine)
+        app.state.services = Services(settings=settings, engine=engine, repository=repository, runs=run_service)
+        boot = asyncio.create_task(engine.start(), name="runtime-boot")
+        run_service.start_background()
+        try:
+            yield
+        finally:
+            await run_service.close()
+            if not boot.done():
+                boot.cancel()
+            with contextlib.suppress(BaseException):
+                await boot
+            engine.stop()
+            await database.dispose()
+
+    app = FastAPI(
+        title="pipelex-server",
+        version=__version__,
+        description="REST API server that builds and executes Pipelex (MTHDS) pipelines.",
+        lifespan=lifespan,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    _install_error_handlers(app)
+    for router in (health.router, pipeline.router, validate.router, runs.router):
+        app.include_router(router)
+    if settings.cors_allow_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allow_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID", "Location"],
+        )
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
+    app.add_middleware(RequestIdMiddleware)
+    return app
+
+
+def app_factory() -> Any:
+    """Uvicorn factory entry point (``--factory``): settings from the environment."""
+    from pipelex_server.settings import load_settings
+
+    return create_app(load_settings())

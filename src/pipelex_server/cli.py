@@ -1,0 +1,73 @@
+"""`pipelex-server serve | worker | migrate`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from pipelex_server.errors import ConfigurationError
+
+
+def _migrate() -> None:
+    from pipelex_server.settings import load_settings
+    from pipelex_server.store.db import make_engine, migrate
+
+    settings = load_settings()
+
+    async def run() -> None:
+        engine = make_engine(settings.resolved_database_url)
+        try:
+            await migrate(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+    print("migrations applied")
+
+
+def _configure_logging() -> None:
+    """Our own handler for our loggers: the pipelex runtime installs its own (JSON) handler on the root logger."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("pipelex_server", "alembic"):
+        logger = logging.getLogger(name)
+        logger.handlers = [handler]
+        logger.propagate = False
+        logger.setLevel(logging.INFO if name == "pipelex_server" else logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="pipelex-server", description="REST API server for Pipelex pipelines")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the HTTP server")
+    serve.add_argument("--host", default=None, help="bind address (default: HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port (default: PORT or 8081)")
+    serve.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
+    serve.add_argument("--log-level", default="info")
+    commands.add_parser("worker", help="run a Temporal worker (EXECUTION_MODE=temporal)")
+    commands.add_parser("migrate", help="apply the run-store migrations")
+    args = parser.parse_args(argv)
+    _configure_logging()
+
+    try:
+        if args.command == "serve":
+            from pipelex_server.server import serve as run_server
+            from pipelex_server.settings import load_settings
+
+            overrides = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
+            settings = load_settings(**overrides)  # fail fast on bad configuration, before uvicorn starts
+            run_server(host=settings.host, port=settings.port, workers=args.workers, log_level=args.log_level)
+        elif args.command == "migrate":
+            _migrate()
+        else:
+            print("Temporal execution mode is not available yet in this version.", file=sys.stderr)
+            sys.exit(2)
+    except ConfigurationError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

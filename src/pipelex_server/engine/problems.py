@@ -1,0 +1,61 @@
+"""Runtime errors -> our problem documents, by the runtime registry's codes."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pipelex.base_exceptions import PipelexError
+from pipelex.errors.error_codes import error_code_spec, parse_error_code
+from pipelex.errors.problem import ProblemView
+
+from pipelex_server.errors import ApiProblem, internal_error
+
+logger = logging.getLogger(__name__)
+
+_KEPT_MEMBERS = ("location", "params", "next_step", "errors", "retry", "domain", "retry_after")
+
+
+def registry_status(code: str) -> int | None:
+    parsed = parse_error_code(code)
+    if parsed is None:
+        return None
+    return error_code_spec(parsed).status
+
+
+def registry_entry(code: str) -> tuple[int | None, str | None, str | None]:
+    """(status, title, type URI) the runtime registry gives a code, or Nones for a code it does not know."""
+    parsed = parse_error_code(code)
+    if parsed is None:
+        return None, None, None
+    spec = error_code_spec(parsed)
+    return spec.status, spec.title, spec.type_uri
+
+
+def problem_from_exception(exc: BaseException, *, request_id: str | None) -> ApiProblem:
+    """Translate anything the runtime raised. A non-runtime exception becomes a bare 500 (logged, never leaked)."""
+    if isinstance(exc, ApiProblem):
+        return exc
+    if not isinstance(exc, PipelexError):
+        logger.error("unexpected error in the runtime", exc_info=exc)
+        return internal_error()
+    try:
+        problem = exc.to_problem(view=ProblemView.CALLER, request_id=request_id)
+        document: dict[str, Any] = problem.model_dump(mode="json", exclude_none=True)
+    except Exception:  # a broken problem must not turn into a leak
+        logger.exception("could not render the runtime's problem")
+        return internal_error()
+    code = str(document.get("code") or "runtime.unexpected")
+    status, title, type_uri = registry_entry(code)
+    status = status or 500
+    if status >= 500 and code.startswith(("runtime.", "pipelex.config")):
+        logger.error("runtime failure %s", code, exc_info=exc)
+    members = {key: document[key] for key in _KEPT_MEMBERS if key in document}
+    return ApiProblem(
+        status=status,
+        code=code,
+        detail=str(document.get("detail") or title or "The run failed."),
+        title=str(document.get("title") or title or ""),
+        type_uri=document.get("type") or type_uri,
+        **members,
+    )

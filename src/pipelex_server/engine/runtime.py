@@ -1,0 +1,350 @@
+"""The one door to the pipelex runtime: boot, warm-up, execute, validate, models, versions.
+
+The runtime keeps process-wide state (one config, one set of backends), so a process boots it once. Several
+apps in one process (tests) share the booted runtime as long as they ask for the same inference plan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import importlib
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipelex_server.engine.home import InferencePlan, plan_inference, prepare_home
+from pipelex_server.errors import ApiProblem, ConfigurationError
+from pipelex_server.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+WARM_UP_BUNDLE = """domain = "warmup"
+main_pipe = "echo"
+
+[pipe.echo]
+type = "PipeLLM"
+description = "Warm-up"
+inputs = { text = "Text" }
+output = "Text"
+prompt = "Echo: $text"
+"""
+
+# Modules the first live run would otherwise import lazily (~0.6 s): provider SDKs and their HTTP stacks.
+LIVE_WARM_MODULES = ("openai", "instructor", "httpx", "aiohttp", "anthropic", "google.genai", "mistralai")
+
+ProgressSink = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class RunOutcome:
+    """A completed run, already shaped as JSON."""
+
+    main_stuff_name: str
+    pipe_output: dict[str, Any]
+    usage: dict[str, Any]
+
+
+@dataclass
+class _BootState:
+    plan: InferencePlan | None = None
+    home: Path | None = None
+    refs: int = 0
+    booted: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_STATE = _BootState()
+
+
+def _require_clean_cwd() -> None:
+    """The runtime loads ./.env (overriding the environment) and a project's .pipelex/ from the cwd: refuse both."""
+    cwd = Path.cwd()
+    if (cwd / ".env").exists():
+        raise ConfigurationError(
+            f"{cwd / '.env'} exists: the pipelex runtime would load it over the real environment. "
+            "Start the server from another directory, or remove it."
+        )
+    from pipelex_server.engine.home import find_project_pipelex_dir
+
+    stray = find_project_pipelex_dir(cwd)
+    if stray is not None:
+        raise ConfigurationError(
+            f"{stray} would be layered into the runtime configuration. Point PIPELEX_CONFIG_DIR at it instead, "
+            "and start the server from a directory without a .pipelex/."
+        )
+
+
+def _import_runtime() -> None:
+    importlib.import_module("pipelex.pipelex")
+    importlib.import_module("pipelex.pipeline.runner")
+
+
+class Engine:
+    """Per-app handle on the process's runtime."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.plan = plan_inference(os.environ, openai_base_url=settings.openai_base_url)
+        self.ready = asyncio.Event()
+        self.boot_error: BaseException | None = None
+        self.boot_seconds: float | None = None
+        self._verdicts: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._acquired = False
+
+    # ---------------------------------------------------------------- boot
+
+    async def start(self) -> None:
+        """Boot (or join) the process's runtime, then warm it. Sets ``ready``; records a boot error."""
+        started = time.perf_counter()
+        try:
+            await asyncio.to_thread(self._prepare_environment)
+            await asyncio.to_thread(_import_runtime)
+            self._boot()
+            for warning in self.plan.warnings:
+                logger.warning(warning)
+            if self.settings.warm_up:
+                await self._warm_up()
+            self.boot_seconds = time.perf_counter() - started
+            logger.info("runtime ready in %.2fs (live backends: %s)", self.boot_seconds, ", ".join(self.plan.enabled))
+        except BaseException as exc:
+            self.boot_error = exc
+            logger.exception("the pipelex runtime failed to boot")
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+        finally:
+            self.ready.set()
+
+    def _prepare_environment(self) -> None:
+        with _STATE.lock:
+            if _STATE.booted:
+                return
+            _require_clean_cwd()
+            home = (self.settings.data_dir / "pipelex-home").resolve()
+            home.mkdir(parents=True, exist_ok=True)
+            os.environ["PIPELEX_HOME"] = str(home)
+            os.environ["DO_NOT_TRACK"] = "1"
+            os.environ["PIPELEX_USAGE_STATS"] = "0"
+            os.environ["PIPELEX_METHODS_FETCH_ON_MISS"] = "false"
+            os.environ.pop("PIPELEXPATH", None)
+            from importlib.resources import files
+
+            kit_inference = Path(str(files("pipelex.kit") / "configs" / "inference"))
+            prepare_home(
+                home=home,
+                plan=self.plan,
+                kit_inference_dir=kit_inference,
+                operator_config_dir=self.settings.pipelex_config_dir,
+            )
+            _STATE.home = home
+
+    def _boot(self) -> None:
+        with _STATE.lock:
+            if _STATE.booted:
+                if _STATE.plan is not None and _STATE.plan.fingerprint != self.plan.fingerprint:
+                    raise ConfigurationError("this process's runtime is already booted with another inference plan")
+                _STATE.refs += 1
+                self._acquired = True
+                return
+            from pipelex.pipelex import Pipelex
+            from pipelex.system.runtime import IntegrationMode
+
+            Pipelex.make(
+                integration_mode=IntegrationMode.FASTAPI,
+                needs_inference=self.plan.is_live,
+                config_overrides={
+                    "runtime": {
+                        "tracing": {"is_enabled": False},
+                        "log": {"sink": "json", "pretty_print_mode": "silent"},
+                        "storage": {"method": "in_memory"},
+                    },
+                    "interpreter": {"methods": {"fetch_on_miss": False}},
+                },
+            )
+            _STATE.plan = self.plan
+            _STATE.booted = True
+            _STATE.refs = 1
+            self._acquired = True
+
+    async def _warm_up(self) -> None:
+        if self.plan.is_live:
+            for name in LIVE_WARM_MODULES:
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(importlib.import_module, name)
+        from pipelex.pipeline.runner import PipelexMTHDSProtocol
+        from pipelex.system.pipe_run_mode import PipeRunMode
+
+        runner = PipelexMTHDSProtocol(pipe_run_mode=PipeRunMode.DRY, library_dirs=[])
+        await runner.execute(mthds_contents=[WARM_UP_BUNDLE], inputs={"text": "warm"})
+        await self.validate(mthds_contents=[WARM_UP_BUNDLE], pipe_code=None)
+        self._verdicts.clear()
+
+    def stop(self) -> None:
+        if not self._acquired:
+            return
+        self._acquired = False
+        with _STATE.lock:
+            _STATE.refs -= 1
+            if _STATE.refs > 0 or not _STATE.booted:
+                return
+            from pipelex.pipelex import Pipelex
+
+            with contextlib.suppress(Exception):
+                Pipelex.get_instance().teardown()
+            _STATE.booted = False
+            _STATE.plan = None
+
+    @property
+    def is_ready(self) -> bool:
+        return self.ready.is_set() and self.boot_error is None
+
+    async def wait_ready(self, timeout: float = 60.0) -> None:
+        if not self.ready.is_set():
+            try:
+                await asyncio.wait_for(self.ready.wait(), timeout)
+            except TimeoutError as exc:
+                raise ApiProblem(status=503, code="server.not_ready", detail="The runtime is still booting.") from exc
+        if self.boot_error is not None:
+            raise ApiProblem(
+                status=503,
+                code="server.not_ready",
+                detail="The pipelex runtime failed to boot; see the server log.",
+            )
+
+    # ---------------------------------------------------------------- runs
+
+    def refuse_live_if_unconfigured(self) -> None:
+        from pipelex import runtime_hub
+
+        if not self.plan.is_live or runtime_hub.is_dry_run_forced():
+            raise ApiProblem(
+                status=503,
+                code="inference.not_configured",
+                detail=(
+                    "No inference backend is configured, so a live run cannot execute. Set a provider key "
+                    "(OPENAI_API_KEY, ANTHROPIC_API_KEY, GOOGLE_API_KEY, MISTRAL_API_KEY, ...) or OPENAI_BASE_URL "
+                    'for an OpenAI-compatible endpoint, then restart the server; or send "dry_run": true.'
+                ),
+                params={"variables": ["OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "GOOGLE_API_KEY"]},
+            )
+
+    async def execute(
+        self,
+        *,
+        pipe_code: str | None,
+        mthds_contents: list[str] | None,
+        inputs: dict[str, Any] | None,
+        output_name: str | None,
+        output_multiplicity: Any,
+        dynamic_output_concept_ref: str | None,
+        dry_run: bool,
+        scope: str,
+        request_id: str | None,
+        progress: ProgressSink | None = None,
+    ) -> RunOutcome:
+        """Run one pipeline to its end. Raises ``ApiProblem`` for every failure (already translated)."""
+        from pipelex import runtime_hub
+        from pipelex.config import get_config
+        from pipelex.pipeline.runner import PipelexMTHDSProtocol
+        from pipelex.system.pipe_run_mode import PipeRunMode
+
+        from pipelex_server.engine.events import RunEventLog
+        from pipelex_server.engine.problems import problem_from_exception
+        from pipelex_server.engine.results import shape_outcome
+
+        if not dry_run:
+            self.refuse_live_if_unconfigured()
+        library_dirs: list[str] = [] if mthds_contents else [str(path) for path in self.settings.library_dirs]
+        execution_config = get_config().interpreter.pipeline_execution.with_execution_overrides(generate_graph=False)
+        runner = PipelexMTHDSProtocol(
+            pipe_run_mode=PipeRunMode.DRY if dry_run else PipeRunMode.LIVE,
+            is_mock_usage=False,
+            library_dirs=library_dirs,
+            user_id=scope,
+            storage_scope=scope,
+            read_scope=scope,
+            execution_config=execution_config,
+        )
+        event_log = RunEventLog(progress)
+        try:
+            with runtime_hub.scoped_event_log(event_log):
+                result = await runner.execute(
+                    pipe_code=pipe_code,
+                    mthds_contents=mthds_contents or None,
+                    inputs=inputs or {},
+                    output_name=output_name,
+                    output_multiplicity=output_multiplicity,
+                    dynamic_output_concept_ref=dynamic_output_concept_ref,
+                    request_id=request_id,
+                )
+            return shape_outcome(result)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise problem_from_exception(exc, request_id=request_id) from exc
+        finally:
+            event_log.close()
+
+    async def validate(self, *, mthds_contents: list[str], pipe_code: str | None) -> dict[str, Any]:
+        """Static validation plus a dry run of every pipe; a verdict for any text (cached by content hash)."""
+        from pipelex.pipeline.runner import PipelexMTHDSProtocol
+        from pipelex.system.pipe_run_mode import PipeRunMode
+
+        from pipelex_server.engine.results import shape_validation, shape_validation_failure
+
+        key = hashlib.sha256(repr((mthds_contents, pipe_code)).encode()).hexdigest()
+        cached = self._verdicts.get(key)
+        if cached is not None:
+            self._verdicts.move_to_end(key)
+            return cached
+        runner = PipelexMTHDSProtocol(pipe_run_mode=PipeRunMode.DRY, library_dirs=[])
+        extra = {"graph_pipe_code": pipe_code} if pipe_code else None
+        try:
+            report = await runner.validate(mthds_contents=mthds_contents, extra=extra)
+            verdict = shape_validation(report, pipe_code=pipe_code)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            verdict = shape_validation_failure(exc)
+        if self.settings.validate_cache_size:
+            self._verdicts[key] = verdict
+            while len(self._verdicts) > self.settings.validate_cache_size:
+                self._verdicts.popitem(last=False)
+        return verdict
+
+    async def models(self) -> dict[str, Any]:
+        from pipelex.pipeline.runner import PipelexMTHDSProtocol
+
+        deck = await PipelexMTHDSProtocol(library_dirs=[]).models()
+        document = deck.model_dump(mode="json")
+        document["backends"] = {
+            "enabled": [name for name in self.plan.enabled],
+            "live": self.plan.is_live,
+            "single_llm_provider": self.plan.single_llm_provider,
+        }
+        return document
+
+    @staticmethod
+    def versions() -> dict[str, str]:
+        from importlib import metadata
+
+        def version_of(package: str) -> str:
+            try:
+                return metadata.version(package)
+            except metadata.PackageNotFoundError:
+                return "unknown"
+
+        from mthds.protocol.protocol import PROTOCOL_VERSION
+
+        protocol = str(PROTOCOL_VERSION)
+        return {
+            "runtime_version": version_of("pipelex"),
+            "protocol_version": protocol,
+        }

@@ -1,0 +1,125 @@
+"""Our error classes and the one place that renders RFC 9457 problem documents.
+
+Every failure that reaches a client goes through ``ApiProblem``: routes and services raise it (or the engine
+translates a runtime error into it), and the app's exception handlers render it. Nothing else shapes errors.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://pipelex-server.dev/problems/"
+MTHDS_TYPE_BASE = "https://mthds.ai/errors/"
+
+# The codes the server raises itself: code -> (status, title, is a runtime-registry code).
+# Registry codes keep the registry's status and title (a test checks them against the installed registry).
+SERVER_CODES: dict[str, tuple[int, str, bool]] = {
+    "auth.missing_credential": (401, "No credential was sent", True),
+    "auth.invalid_credential": (401, "The credential was refused", True),
+    "auth.credential_expired": (401, "The credential has expired", True),
+    "request.too_large": (413, "The request exceeds a size limit", True),
+    "request.malformed": (422, "The request body cannot be parsed", True),
+    "request.invalid": (422, "The request does not match the route's schema", True),
+    "request.idempotency_conflict": (409, "The idempotency key was used for a different request", True),
+    "run.not_found": (404, "No such run", True),
+    "run.already_ended": (409, "The run has already ended", True),
+    "run.lost": (500, "The run's outcome is lost", True),
+    "run.timed_out": (422, "The run passed its time limit", True),
+    "runtime.unexpected": (500, "An unexpected error occurred", True),
+    "input.reserved_key": (422, "An input uses a reserved key", False),
+    "inference.not_configured": (503, "No inference backend is configured", False),
+    "server.not_ready": (503, "The server is still starting", False),
+    "route.not_found": (404, "No such route", False),
+    "route.method_not_allowed": (405, "Method not allowed on this route", False),
+    "request.unsupported_media_type": (415, "The request body must be JSON", False),
+}
+
+
+class ConfigurationError(ValueError):
+    """Unsafe or incoherent configuration: the server refuses to boot."""
+
+
+class ApiProblem(Exception):
+    """A failure with a stable dotted ``code`` and an HTTP status, rendered as a problem document."""
+
+    def __init__(
+        self,
+        *,
+        status: int,
+        code: str,
+        detail: str,
+        title: str | None = None,
+        type_uri: str | None = None,
+        headers: dict[str, str] | None = None,
+        **members: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        known = SERVER_CODES.get(code)
+        self.title = title or (known[1] if known else _title_for(status))
+        self.type_uri = type_uri or (MTHDS_TYPE_BASE + code if known and known[2] else PROBLEM_TYPE_BASE + code)
+        self.headers = headers or {}
+        self.members = {key: value for key, value in members.items() if value is not None}
+
+    def to_document(self, *, request_id: str | None) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "type": self.type_uri,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            "code": self.code,
+        }
+        document.update(self.members)
+        document["request_id"] = request_id
+        return document
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any]) -> ApiProblem:
+        """Rebuild a problem stored on a run (so a replayed failure answers exactly as the first time)."""
+        reserved = {"type", "title", "status", "detail", "code", "request_id"}
+        members = {key: value for key, value in document.items() if key not in reserved}
+        return cls(
+            status=int(document.get("status") or 500),
+            code=str(document.get("code") or "runtime.unexpected"),
+            detail=str(document.get("detail") or ""),
+            title=document.get("title"),
+            type_uri=document.get("type"),
+            **members,
+        )
+
+
+def _title_for(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def not_found(*, code: str, detail: str) -> ApiProblem:
+    return ApiProblem(status=404, code=code, detail=detail)
+
+
+def internal_error() -> ApiProblem:
+    """A 500 that says nothing about internals; the traceback goes to the server log only."""
+    return ApiProblem(
+        status=500,
+        code="runtime.unexpected",
+        detail="The server hit an unexpected error. It has been logged; quote the request_id when reporting it.",
+    )
+
+
+def problem_response_bytes(problem: ApiProblem, *, request_id: str | None) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """The serialized problem and its headers, for code paths below the framework (raw ASGI middleware)."""
+    import json
+
+    body = json.dumps(problem.to_document(request_id=request_id), ensure_ascii=False).encode()
+    headers = [
+        (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+        (b"content-length", str(len(body)).encode()),
+        *[(name.lower().encode(), value.encode()) for name, value in problem.headers.items()],
+    ]
+    return body, headers

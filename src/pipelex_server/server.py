@@ -1,0 +1,69 @@
+"""Running the app under uvicorn, with TCP_NODELAY forced on every accepted socket.
+
+With ``--workers N`` uvicorn (like its gunicorn worker) leaves Nagle's algorithm on for accepted sockets on Linux
+(uvicorn issue #3149): each keep-alive request after the first then waits ~40 ms for a delayed ACK. Our HTTP
+protocol classes set TCP_NODELAY in ``connection_made`` whatever the process model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # httptools is optional
+    HttpToolsProtocol = None  # type: ignore[assignment,misc]
+
+
+def set_nodelay(transport: asyncio.BaseTransport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class NoDelayH11Protocol(H11Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+        set_nodelay(transport)
+        super().connection_made(transport)  # type: ignore[arg-type]
+
+
+if HttpToolsProtocol is not None:
+
+    class NoDelayHttpToolsProtocol(HttpToolsProtocol):  # type: ignore[misc,valid-type]
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+            set_nodelay(transport)
+            super().connection_made(transport)  # type: ignore[arg-type]
+
+    HTTP_PROTOCOL: Any = NoDelayHttpToolsProtocol
+else:
+    HTTP_PROTOCOL = NoDelayH11Protocol
+
+
+def serve(*, host: str, port: int, workers: int = 1, log_level: str = "info") -> None:
+    config = uvicorn.Config(
+        "pipelex_server.app:app_factory",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        http=HTTP_PROTOCOL,
+        log_level=log_level,
+        lifespan="on",
+        timeout_graceful_shutdown=30,
+        proxy_headers=False,
+        server_header=False,
+    )
+    if workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
+        sock = config.bind_socket()
+        Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock]).run()
+    else:
+        uvicorn.Server(config).run()

@@ -1,0 +1,134 @@
+"""Server settings: one pydantic-settings model, read from the environment, validated at boot."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from pipelex_server.errors import ConfigurationError
+
+
+class AuthMode(StrEnum):
+    NONE = "none"
+    API_KEY = "api_key"
+    JWT = "jwt"
+
+
+class ExecutionMode(StrEnum):
+    INPROCESS = "inprocess"
+    TEMPORAL = "temporal"
+
+
+class StorageBackend(StrEnum):
+    LOCAL = "local"
+    S3 = "s3"
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every knob of the server. Built explicitly by tests; from the environment by the CLI."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8081, ge=1, le=65535)
+
+    auth_mode: AuthMode = AuthMode.NONE
+    api_key: SecretStr | None = None
+    jwt_secret_key: SecretStr | None = None
+    jwt_require_exp: bool = True
+    trust_forwarded_identity_headers: bool = False
+
+    completion_callback_secret: SecretStr | None = None
+    cors_allow_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    max_request_body_mib: float = Field(default=16.0, gt=0)
+
+    data_dir: Path = Path("./data")
+    database_url: str | None = None
+
+    execution_mode: ExecutionMode = ExecutionMode.INPROCESS
+    max_concurrent_runs: int = Field(default=64, ge=1)
+    run_timeout_seconds: float | None = Field(default=None, gt=0)
+    lease_seconds: float = Field(default=30.0, gt=1)
+
+    temporal_address: str | None = None
+    temporal_namespace: str = "default"
+    temporal_task_queue: str = "pipelex-server"
+    temporal_api_key: SecretStr | None = None
+
+    storage_backend: StorageBackend = StorageBackend.LOCAL
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+
+    library_dirs: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    pipelex_config_dir: Path | None = None
+
+    callback_allow_private_hosts: bool = False
+    fetch_allow_private_hosts: bool = False
+    callback_max_attempts: int = Field(default=8, ge=1, le=20)
+    output_inline_max_bytes: int = Field(default=1024 * 1024, ge=0)
+    run_retention_days: float | None = Field(default=None, gt=0)
+
+    openai_base_url: str | None = None
+    validate_cache_size: int = Field(default=512, ge=0)
+    warm_up: bool = True
+
+    @field_validator("cors_allow_origins", "library_dirs", mode="before")
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("auth_mode", mode="before")
+    @classmethod
+    def _auth_mode(cls, value: object) -> object:
+        if isinstance(value, str):
+            lowered = value.strip().lower()
+            allowed = {mode.value for mode in AuthMode}
+            if lowered not in allowed:
+                raise ConfigurationError(f"AUTH_MODE={value!r} is not one of {sorted(allowed)}")
+            return lowered
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Settings:
+        if self.auth_mode is AuthMode.API_KEY and not (self.api_key and self.api_key.get_secret_value()):
+            raise ConfigurationError("AUTH_MODE=api_key needs API_KEY")
+        if self.auth_mode is AuthMode.JWT and not (self.jwt_secret_key and self.jwt_secret_key.get_secret_value()):
+            raise ConfigurationError("AUTH_MODE=jwt needs JWT_SECRET_KEY")
+        if self.trust_forwarded_identity_headers and self.auth_mode is not AuthMode.NONE:
+            raise ConfigurationError("TRUST_FORWARDED_IDENTITY_HEADERS=true is only allowed with AUTH_MODE=none")
+        if self.execution_mode is ExecutionMode.TEMPORAL and not self.temporal_address:
+            raise ConfigurationError("EXECUTION_MODE=temporal needs TEMPORAL_ADDRESS")
+        if self.storage_backend is StorageBackend.S3 and not self.s3_bucket:
+            raise ConfigurationError("STORAGE_BACKEND=s3 needs S3_BUCKET")
+        return self
+
+    @property
+    def max_request_body_bytes(self) -> int:
+        return int(self.max_request_body_mib * 1024 * 1024)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'pipelex-server.sqlite3').resolve()}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit overrides (CLI flags) on top."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ConfigurationError:
+        raise
+    except ValueError as exc:  # pydantic ValidationError, possibly wrapping our ConfigurationError
+        raise ConfigurationError(str(exc)) from exc
