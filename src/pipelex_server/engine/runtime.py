@@ -37,8 +37,31 @@ output = "Text"
 prompt = "Echo: $text"
 """
 
-# Modules the first live run would otherwise import lazily (~0.6 s): provider SDKs and their HTTP stacks.
-LIVE_WARM_MODULES = ("openai", "instructor", "httpx", "aiohttp", "anthropic", "google.genai", "mistralai")
+# Modules the first live run would otherwise import lazily (~0.8 s): provider SDK resources and types, instructor's
+# provider handlers, the runtime's provider factories. Imported (not called) at warm-up, for the enabled backends.
+LIVE_WARM_MODULES: dict[str, tuple[str, ...]] = {
+    "openai": (
+        "openai.types.responses",
+        "openai.resources.responses",
+        "openai.resources.chat",
+        "openai.lib.streaming.responses",
+        "openai.lib._parsing._responses",
+        "instructor.v2.providers.openai.client",
+        "instructor.v2.providers.openai.handlers",
+        "instructor.mode",
+        "requests",
+        "truststore",
+        "jiter",
+        "httpcore2._async.connection_pool",
+        "httpcore2._async.http11",
+        "httpcore2._backends.anyio",
+        "anyio._backends._asyncio",
+        "anyio.streams.tls",
+    ),
+    "anthropic": ("anthropic.types", "anthropic.resources.messages", "instructor.v2.providers.anthropic"),
+    "mistral": ("instructor.v2.providers.mistral",),
+    "google": ("instructor.v2.providers.genai",),
+}
 
 ProgressSink = Callable[[str, dict[str, Any]], None]
 
@@ -80,6 +103,41 @@ def _require_clean_cwd() -> None:
             f"{stray} would be layered into the runtime configuration. Point PIPELEX_CONFIG_DIR at it instead, "
             "and start the server from a directory without a .pipelex/."
         )
+
+
+def _warm_openai_response_parsing() -> None:
+    """The OpenAI SDK builds its response validators lazily on the first parse (~0.18 s): build them now."""
+    from openai._models import construct_type
+    from openai.types.responses import Response
+
+    sample = {
+        "id": "resp_warm",
+        "object": "response",
+        "created_at": 0,
+        "model": "warm",
+        "status": "completed",
+        "output": [
+            {
+                "type": "message",
+                "id": "m",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": "", "annotations": []}],
+            },
+            {"type": "function_call", "id": "f", "call_id": "c", "name": "n", "arguments": "{}", "status": "completed"},
+        ],
+        "parallel_tool_calls": False,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": {
+            "input_tokens": 1,
+            "output_tokens": 1,
+            "total_tokens": 2,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens_details": {"reasoning_tokens": 0},
+        },
+    }
+    construct_type(type_=Response, value=sample)
 
 
 def _import_runtime() -> None:
@@ -175,9 +233,7 @@ class Engine:
 
     async def _warm_up(self) -> None:
         if self.plan.is_live:
-            for name in LIVE_WARM_MODULES:
-                with contextlib.suppress(Exception):
-                    await asyncio.to_thread(importlib.import_module, name)
+            await asyncio.to_thread(self._import_provider_modules)
         from pipelex.pipeline.runner import PipelexMTHDSProtocol
         from pipelex.system.pipe_run_mode import PipeRunMode
 
@@ -185,6 +241,21 @@ class Engine:
         await runner.execute(mthds_contents=[WARM_UP_BUNDLE], inputs={"text": "warm"})
         await self.validate(mthds_contents=[WARM_UP_BUNDLE], pipe_code=None)
         self._verdicts.clear()
+
+    def _import_provider_modules(self) -> None:
+        import pkgutil
+
+        for backend in self.plan.enabled:
+            names = list(LIVE_WARM_MODULES.get(backend, ()))
+            with contextlib.suppress(Exception):
+                package = importlib.import_module(f"pipelex.providers.{backend}")
+                names += [info.name for info in pkgutil.walk_packages(package.__path__, prefix=package.__name__ + ".")]
+            for name in names:
+                with contextlib.suppress(Exception):
+                    importlib.import_module(name)
+        if "openai" in self.plan.enabled:
+            with contextlib.suppress(Exception):
+                _warm_openai_response_parsing()
 
     def stop(self) -> None:
         if not self._acquired:

@@ -1,0 +1,108 @@
+"""Shared fixtures. The pipelex runtime holds process-wide state, so the test process boots it once (live, against
+the stub LLM) and every app built by a test joins that runtime; tests that need another runtime configuration
+(no inference at all, another provider) run a real server in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from pipelex_server.engine.home import BACKEND_CREDENTIALS
+
+# Hermetic environment: no provider credential of the developer's machine leaks into the tests.
+for _names in BACKEND_CREDENTIALS.values():
+    for _name in _names:
+        os.environ.pop(_name, None)
+for _name in ("OPENAI_BASE_URL", "PIPELEX_GATEWAY_API_KEY", "PIPELEXPATH", "AUTH_MODE", "API_KEY", "JWT_SECRET_KEY", "DATABASE_URL"):
+    os.environ.pop(_name, None)
+os.environ["DO_NOT_TRACK"] = "1"
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pipelex_server import create_app  # noqa: E402
+from pipelex_server.settings import Settings  # noqa: E402
+from tests.support.stub_llm import StubLLM  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def stub() -> Iterator[StubLLM]:
+    with StubLLM() as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _reset_stub(request: pytest.FixtureRequest) -> None:
+    if "stub" in request.fixturenames:
+        request.getfixturevalue("stub").reset()
+
+
+@pytest.fixture(scope="session")
+def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("server")
+
+
+@pytest.fixture(scope="session")
+def base_settings(stub: StubLLM, session_dir: Path) -> dict[str, Any]:
+    """Settings shared by every in-process app: same data dir (one pipelex home), the stub as the only provider."""
+    return {"data_dir": session_dir, "openai_base_url": stub.base_url, "lease_seconds": 30}
+
+
+AppFactory = Callable[..., Any]
+
+
+class AppHandle:
+    def __init__(self, app: Any, client: httpx.AsyncClient) -> None:
+        self.app = app
+        self.client = client
+
+    @property
+    def services(self) -> Any:
+        return self.app.state.services
+
+
+@pytest.fixture(scope="session")
+async def session_app(base_settings: dict[str, Any], session_dir: Path) -> AsyncIterator[AppHandle]:
+    """The long-lived app: keeps the booted runtime alive for the whole session."""
+    settings = Settings(**base_settings, database_url=f"sqlite+aiosqlite:///{session_dir / 'session.sqlite3'}")
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        await app.state.services.engine.wait_ready()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=60) as client:
+            yield AppHandle(app, client)
+
+
+@pytest.fixture
+async def client(session_app: AppHandle) -> httpx.AsyncClient:
+    return session_app.client
+
+
+@pytest.fixture
+async def make_app(session_app: AppHandle, base_settings: dict[str, Any], tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    """Build an extra app with other settings (auth modes, limits); it joins the session's runtime."""
+    stack = AsyncExitStack()
+    counter = 0
+
+    async def factory(**overrides: Any) -> AppHandle:
+        nonlocal counter
+        counter += 1
+        values = {**base_settings, "database_url": f"sqlite+aiosqlite:///{tmp_path / f'app{counter}.sqlite3'}"}
+        values.update(overrides)
+        app = create_app(Settings(**values))
+        await stack.enter_async_context(app.router.lifespan_context(app))
+        await app.state.services.engine.wait_ready()
+        transport = httpx.ASGITransport(app=app)
+        http = await stack.enter_async_context(httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=60))
+        return AppHandle(app, http)
+
+    async with stack:
+        yield factory
