@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from pathlib import Path
 
 from pipelex_server.errors import ConfigurationError
 
@@ -53,11 +54,13 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         if args.command == "serve":
+            from pipelex_server.engine.home import require_clean_working_directory
             from pipelex_server.server import serve as run_server
             from pipelex_server.settings import load_settings
 
             overrides = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
             settings = load_settings(**overrides)  # fail fast on bad configuration, before uvicorn starts
+            require_clean_working_directory(Path.cwd())
             run_server(host=settings.host, port=settings.port, workers=args.workers, log_level=args.log_level)
         elif args.command == "migrate":
             _migrate()

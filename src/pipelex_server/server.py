@@ -64,6 +64,6 @@ def serve(*, host: str, port: int, workers: int = 1, log_level: str = "info") ->
         from uvicorn.supervisors import Multiprocess
 
         sock = config.bind_socket()
-        Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock]).run()
+        Multiprocess(config, sockets=[sock]).run()
     else:
         uvicorn.Server(config).run()

@@ -35,19 +35,42 @@ def bundle(spec: str) -> str:
 
 CASES = [
     ("plain string as Text", "Text", "just text", "native.Text", lambda c: c["text"] == "just text"),
-    ("list of strings as Text[]", "Text[]", ["one", "two"], "native.Text",
-     lambda c: [item["text"] for item in c["items"]] == ["one", "two"]),
-    ("explicit concept, string content", "Note", {"concept": "Note", "content": "a note"}, "people.Note",
-     lambda c: c["text"] == "a note"),
-    ("explicit concept, list of strings", "Note[]", {"concept": "Note", "content": ["n1", "n2"]}, "people.Note",
-     lambda c: [item["text"] for item in c["items"]] == ["n1", "n2"]),
-    ("explicit concept, object", "Person", {"concept": "Person", "content": {"name": "Ada", "age": 36}}, "people.Person",
-     lambda c: c == {"name": "Ada", "age": 36}),
-    ("explicit concept, list of objects", "Person[]",
-     {"concept": "Person", "content": [{"name": "Ada", "age": 36}, {"name": "Alan", "age": 41}]}, "people.Person",
-     lambda c: [item["name"] for item in c["items"]] == ["Ada", "Alan"]),
-    ("bare object for a structured concept", "Person", {"name": "Grace", "age": 85}, "people.Person",
-     lambda c: c == {"name": "Grace", "age": 85}),
+    (
+        "list of strings as Text[]",
+        "Text[]",
+        ["one", "two"],
+        "native.Text",
+        lambda c: [item["text"] for item in c["items"]] == ["one", "two"],
+    ),
+    ("explicit concept, string content", "Note", {"concept": "Note", "content": "a note"}, "people.Note", lambda c: c["text"] == "a note"),
+    (
+        "explicit concept, list of strings",
+        "Note[]",
+        {"concept": "Note", "content": ["n1", "n2"]},
+        "people.Note",
+        lambda c: [item["text"] for item in c["items"]] == ["n1", "n2"],
+    ),
+    (
+        "explicit concept, object",
+        "Person",
+        {"concept": "Person", "content": {"name": "Ada", "age": 36}},
+        "people.Person",
+        lambda c: c == {"name": "Ada", "age": 36},
+    ),
+    (
+        "explicit concept, list of objects",
+        "Person[]",
+        {"concept": "Person", "content": [{"name": "Ada", "age": 36}, {"name": "Alan", "age": 41}]},
+        "people.Person",
+        lambda c: [item["name"] for item in c["items"]] == ["Ada", "Alan"],
+    ),
+    (
+        "bare object for a structured concept",
+        "Person",
+        {"name": "Grace", "age": 85},
+        "people.Person",
+        lambda c: c == {"name": "Grace", "age": 85},
+    ),
 ]
 
 

@@ -281,3 +281,20 @@ def find_project_pipelex_dir(start: Path) -> Path | None:
         if current.parent == current:
             return None
         current = current.parent
+
+
+def require_clean_working_directory(cwd: Path) -> None:
+    """The runtime loads ./.env (over the real environment) and a project's .pipelex/ from the cwd: refuse both."""
+    from pipelex_server.errors import ConfigurationError
+
+    if (cwd / ".env").exists():
+        raise ConfigurationError(
+            f"{cwd / '.env'} exists: the pipelex runtime would load it over the real environment. "
+            "Start the server from another directory, or remove it."
+        )
+    stray = find_project_pipelex_dir(cwd)
+    if stray is not None:
+        raise ConfigurationError(
+            f"{stray} would be layered into the runtime configuration. Point PIPELEX_CONFIG_DIR at it instead, "
+            "and start the server from a directory without a .pipelex/."
+        )

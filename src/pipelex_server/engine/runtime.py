@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelex_server.engine.home import InferencePlan, plan_inference, prepare_home
+from pipelex_server.engine.home import InferencePlan, plan_inference, prepare_home, require_clean_working_directory
 from pipelex_server.errors import ApiProblem, ConfigurationError
 from pipelex_server.settings import Settings
 
@@ -85,24 +85,6 @@ class _BootState:
 
 
 _STATE = _BootState()
-
-
-def _require_clean_cwd() -> None:
-    """The runtime loads ./.env (overriding the environment) and a project's .pipelex/ from the cwd: refuse both."""
-    cwd = Path.cwd()
-    if (cwd / ".env").exists():
-        raise ConfigurationError(
-            f"{cwd / '.env'} exists: the pipelex runtime would load it over the real environment. "
-            "Start the server from another directory, or remove it."
-        )
-    from pipelex_server.engine.home import find_project_pipelex_dir
-
-    stray = find_project_pipelex_dir(cwd)
-    if stray is not None:
-        raise ConfigurationError(
-            f"{stray} would be layered into the runtime configuration. Point PIPELEX_CONFIG_DIR at it instead, "
-            "and start the server from a directory without a .pipelex/."
-        )
 
 
 def _warm_openai_response_parsing() -> None:
@@ -184,7 +166,7 @@ class Engine:
         with _STATE.lock:
             if _STATE.booted:
                 return
-            _require_clean_cwd()
+            require_clean_working_directory(Path.cwd())
             home = (self.settings.data_dir / "pipelex-home").resolve()
             home.mkdir(parents=True, exist_ok=True)
             os.environ["PIPELEX_HOME"] = str(home)

@@ -19,7 +19,7 @@ async def root() -> dict[str, str]:
     return {"message": "Pipelex API", "name": "pipelex-server", "version": __version__}
 
 
-@router.get("/health", response_model=HealthResponse, summary="Liveness: 200 while the process serves")
+@router.get("/health", response_model=HealthResponse, response_model_exclude_none=True, summary="Liveness: 200 while the process serves")
 async def health() -> dict[str, str]:
     return {"status": "ok"}
 

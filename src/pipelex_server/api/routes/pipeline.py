@@ -20,7 +20,6 @@ def to_run_request(body: PipelineRequest) -> RunRequest:
             status=422,
             code="request.pipe_unspecified",
             detail="Give at least one of pipe_code and mthds_contents.",
-            title="No pipe to run",
         )
     return RunRequest(
         pipe_code=body.pipe_code,
