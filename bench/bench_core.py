@@ -224,7 +224,18 @@ class ServerProcess:
         self._log_file = self.log_path.open("wb")
         started = time.perf_counter()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipelex_server.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
+            [
+                sys.executable,
+                "-m",
+                "pipelex_server.cli",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ],
             cwd=self.cwd,
             env=self.env,
             stdout=self._log_file,
@@ -510,8 +521,17 @@ def print_table(results: dict[str, Any]) -> None:
     inp = results["sequential_inprocess"]
     overhead = results["http_overhead_ms"]
     rows.append(("(a) execute, HTTP, median / p90 / p99", f"{seq['median_ms']:.2f} / {seq['p90_ms']:.2f} / {seq['p99_ms']:.2f} ms", "", ""))
-    rows.append(("(a) execute, in-process, median / p90 / p99", f"{inp['median_ms']:.2f} / {inp['p90_ms']:.2f} / {inp['p99_ms']:.2f} ms", "", ""))
-    rows.append(("(a) HTTP overhead (median HTTP - median in-proc)", f"{overhead:.2f} ms", "<= 3 ms", verdict(overhead, TARGETS["http_overhead_ms"])))
+    rows.append(
+        ("(a) execute, in-process, median / p90 / p99", f"{inp['median_ms']:.2f} / {inp['p90_ms']:.2f} / {inp['p99_ms']:.2f} ms", "", "")
+    )
+    rows.append(
+        (
+            "(a) HTTP overhead (median HTTP - median in-proc)",
+            f"{overhead:.2f} ms",
+            "<= 3 ms",
+            verdict(overhead, TARGETS["http_overhead_ms"]),
+        )
+    )
     conc = results["concurrency"]
     rows.append(
         (
@@ -522,10 +542,16 @@ def print_table(results: dict[str, Any]) -> None:
         )
     )
     val = results["validate"]
-    rows.append(("(c) validate median, cached / uncached", f"{val['cached']['median_ms']:.2f} / {val['uncached']['median_ms']:.2f} ms", "", ""))
+    rows.append(
+        ("(c) validate median, cached / uncached", f"{val['cached']['median_ms']:.2f} / {val['uncached']['median_ms']:.2f} ms", "", "")
+    )
     boot = results["boot"]
-    rows.append(("(d) boot: spawn -> /health 200", f"{boot['health_s']:.2f} s", "<= 3 s", verdict(boot["health_s"], TARGETS["boot_health_s"])))
-    rows.append(("(d) boot: spawn -> /health/ready 200", f"{boot['ready_s']:.2f} s", "<= 6 s", verdict(boot["ready_s"], TARGETS["boot_ready_s"])))
+    rows.append(
+        ("(d) boot: spawn -> /health 200", f"{boot['health_s']:.2f} s", "<= 3 s", verdict(boot["health_s"], TARGETS["boot_health_s"]))
+    )
+    rows.append(
+        ("(d) boot: spawn -> /health/ready 200", f"{boot['ready_s']:.2f} s", "<= 6 s", verdict(boot["ready_s"], TARGETS["boot_ready_s"]))
+    )
     rows.append(("(e) peak RSS, server process tree", f"{results['peak_rss_mib']:.1f} MiB", "", ""))
 
     widths = [max(len(r[i]) for r in [*rows, ("metric", "value", "target", "verdict")]) for i in range(4)]
@@ -542,14 +568,21 @@ def print_table(results: dict[str, Any]) -> None:
             print(f"  - {a}")
 
 
+def nagle_cluster(samples_ms: list[float]) -> bool:
+    """True when the samples pile up at 38-45 ms more than in the 7 ms on either side (a delayed-ACK signature)."""
+    cluster = sum(1 for v in samples_ms if 38.0 <= v <= 45.0)
+    neighbours = sum(1 for v in samples_ms if 31.0 <= v < 38.0 or 45.0 < v <= 52.0)
+    return cluster > max(3, len(samples_ms) // 20) and cluster > neighbours
+
+
 def find_anomalies(results: dict[str, Any]) -> list[str]:
     notes: list[str] = []
     for name in ("sequential_http", "sequential_inprocess"):
         stats = results[name]
         if stats.get("failures"):
             notes.append(f"{name}: non-COMPLETED answers {stats['failures']}")
-        if stats["n_between_38_and_45_ms"] > max(3, stats["n"] // 20):
-            notes.append(f"{name}: {stats['n_between_38_and_45_ms']} samples in 38-45 ms (Nagle/delayed-ACK?)")
+        if nagle_cluster(stats["samples_ms"]):
+            notes.append(f"{name}: {stats['n_between_38_and_45_ms']} samples cluster in 38-45 ms (Nagle/delayed-ACK?)")
     conc = results["concurrency"]
     if conc["completed_200"] != conc["total"]:
         notes.append(f"concurrency: only {conc['completed_200']}/{conc['total']} 200 COMPLETED; statuses {conc['statuses']}")
@@ -651,7 +684,10 @@ def main(argv: list[str] | None = None) -> int:
         # (c) validate, cached and uncached
         val = http_validate(server.base_url, n=args.validate_requests, warmup=min(5, args.validate_requests))
         results["validate"] = val
-        print(f"(c) validate: cached median {val['cached']['median_ms']:.2f} ms, uncached median {val['uncached']['median_ms']:.2f} ms", flush=True)
+        print(
+            f"(c) validate: cached median {val['cached']['median_ms']:.2f} ms, uncached median {val['uncached']['median_ms']:.2f} ms",
+            flush=True,
+        )
 
         # (b) concurrency against a slow stub
         stub.configure(latency_ms=args.latency_ms)
