@@ -16,7 +16,7 @@ def test_seed_example_over_http(tmp_path, stub):
         response = http.post(EXECUTE, json=seed_request())
         assert response.status_code == 200, response.text
         assert main_content(response.json())["text"].startswith("STUB: Summarize")
-        assert stub.stats()["total_calls"] == 1
+        assert stub.stats()["total_calls"] == 1, [(r["status"], r["endpoint"], r["prompt"][:40]) for r in stub.stats()["recent"]]
 
 
 def test_no_inference_configured_refuses_live_runs_and_never_dry_runs_silently(tmp_path, stub):

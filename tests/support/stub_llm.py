@@ -388,6 +388,8 @@ class StubState:
 
     def reset_stats(self) -> None:
         with self.lock:
+            # calls still in flight from before the reset (a hung request) are not counted when they end
+            self.generation = getattr(self, "generation", 0) + 1
             self.total_calls = 0
             self.failed_calls = 0
             self.by_endpoint: dict[str, int] = {}
@@ -454,8 +456,10 @@ class StubState:
             hang_s = float(hang.get("seconds", 3600)) if hang else 0.0
             return self.latency_ms / 1000.0, fail, hang_s
 
-    def record(self, *, endpoint: str, model: str, prompt: str, status: int, tool: str | None) -> None:
+    def record(self, *, endpoint: str, model: str, prompt: str, status: int, tool: str | None, generation: int | None = None) -> None:
         with self.lock:
+            if generation is not None and generation != self.generation:
+                return
             self.total_calls += 1
             if status >= 400:
                 self.failed_calls += 1
@@ -902,6 +906,7 @@ class StubServer:
             all_text = (instructions + "\n" if isinstance(instructions, str) and instructions else "") + msgs_text
         else:
             prompt, all_text = _messages_text(body.get("messages") or [])
+        generation = self.state.generation
         latency_s, fail, hang_s = self.state.decide(all_text)
         if latency_s > 0:
             await asyncio.sleep(latency_s)
@@ -909,7 +914,7 @@ class StubServer:
             await asyncio.sleep(hang_s)
         if fail is not None:
             status = int(fail.get("status", 500))
-            self.state.record(endpoint=endpoint, model=model, prompt=prompt, status=status, tool=None)
+            self.state.record(endpoint=endpoint, model=model, prompt=prompt, status=status, tool=None, generation=generation)
             extra: dict[str, str] = {"x-request-id": f"req_stub_{self.state.next_id()}"}
             retry_after_ms = fail.get("retry_after_ms", 10)
             if retry_after_ms is not None:
@@ -922,7 +927,7 @@ class StubServer:
         req_id = self.state.next_id()
         builder = build_response if endpoint == "responses" else build_chat_completion
         payload, tool_name = builder(body, req_id=req_id, tokens=tokens, prompt=prompt, all_text=all_text)
-        self.state.record(endpoint=endpoint, model=model, prompt=prompt, status=200, tool=tool_name)
+        self.state.record(endpoint=endpoint, model=model, prompt=prompt, status=200, tool=tool_name, generation=generation)
         content_type = "text/event-stream" if body.get("stream") else "application/json"
         return 200, payload, content_type, {"x-request-id": f"req_stub_{req_id}"}
 
