@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -632,6 +633,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from tests.support.stub_llm import StubLLMProcess
+
+    # SIGTERM (and SIGINT, even when inherited as ignored) unwind through the finally below: no orphans.
+    def _interrupted(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _interrupted)
+    signal.signal(signal.SIGINT, _interrupted)
 
     results: dict[str, Any] = {
         "machine": machine_info(),
