@@ -94,7 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            await run_service.close()
+            await run_service.close(grace_seconds=settings.shutdown_grace_seconds)
             if not boot.done():
                 boot.cancel()
             with contextlib.suppress(BaseException):

@@ -76,10 +76,13 @@ class Settings(BaseSettings):
     callback_allow_private_hosts: bool = False
     fetch_allow_private_hosts: bool = False
     callback_max_attempts: int = Field(default=8, ge=1, le=20)
+    callback_backoff_seconds: float = Field(default=5.0, gt=0)
+    shutdown_grace_seconds: float = Field(default=20.0, ge=0)
     output_inline_max_bytes: int = Field(default=1024 * 1024, ge=0)
     run_retention_days: float | None = Field(default=None, gt=0)
 
     openai_base_url: str | None = None
+    runtime_log_level: str = Field(default="WARNING", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
     validate_cache_size: int = Field(default=512, ge=0)
     warm_up: bool = True
 

@@ -55,7 +55,7 @@ async def test_expired_leases_are_settled_and_live_ones_untouched(database_url, 
         live_running = run_row(state="RUNNING", owner="live-process", lease_in=60)
         dead_started = run_row(state="STARTED", owner="dead-process", lease_in=-5)
         for row in (dead_running, live_running, dead_started):
-            assert await repository.insert(row)
+            assert await repository.insert_run(row)
 
         settled = await service.settle_expired()
         assert set(settled) == {dead_running["id"], dead_started["id"]}
@@ -87,7 +87,7 @@ async def test_two_processes_settle_a_run_once(database_url, session_app):
     try:
         rows = [run_row(state="RUNNING", owner="dead", lease_in=-1) for _ in range(10)]
         for row in rows:
-            await repository.insert(row)
+            await repository.insert_run(row)
         settled_a, settled_b = await asyncio.gather(first.settle_expired(), second.settle_expired())
         assert sorted(settled_a + settled_b) == sorted(row["id"] for row in rows)
         assert not set(settled_a) & set(settled_b)
@@ -100,7 +100,7 @@ async def test_a_renewed_lease_is_not_settled(database_url, session_app):
     service = RunService(settings=Settings(), repository=repository, engine=session_app.services.engine)
     try:
         row = run_row(state="RUNNING", owner=service.instance_id, lease_in=-1)
-        await repository.insert(row)
+        await repository.insert_run(row)
         renewed = await repository.renew_leases(service.instance_id, [row["id"]], utcnow() + timedelta(seconds=30))
         assert renewed == 1
         assert await service.settle_expired() == []

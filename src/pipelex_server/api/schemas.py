@@ -110,7 +110,9 @@ class CallbackRecord(BaseModel):
     url: str
     attempts: int
     last_status: int | None = None
+    last_error: str | None = None
     delivered_at: str | None = None
+    next_attempt_at: str | None = None
 
 
 class RunDocument(BaseModel):
@@ -128,6 +130,21 @@ class RunDocument(BaseModel):
     dry_run: bool
     workflow_id: str | None
     callbacks: list[CallbackRecord]
+
+
+class RunList(BaseModel):
+    runs: list[RunDocument]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page.")
+
+
+class StartResponse(BaseModel):
+    pipeline_run_id: str
+    created_at: str
+    pipeline_state: Literal["STARTED", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "ERROR"]
+    finished_at: str | None
+    main_stuff_name: str | None
+    pipe_output: PipeOutput | None
+    workflow_id: str | None
 
 
 class ValidationItem(BaseModel):

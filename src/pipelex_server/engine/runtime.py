@@ -41,6 +41,11 @@ prompt = "Echo: $text"
 # provider handlers, the runtime's provider factories. Imported (not called) at warm-up, for the enabled backends.
 LIVE_WARM_MODULES: dict[str, tuple[str, ...]] = {
     "openai": (
+        "pipelex.providers.openai.openai_responses_llm_worker",
+        "pipelex.providers.openai.openai_completions_llm_worker",
+        "pipelex.providers.openai.openai_client_factory",
+        "pipelex.providers.openai.openai_responses_factory",
+        "pipelex.providers.openai.openai_exceptions",
         "openai.types.responses",
         "openai.resources.responses",
         "openai.resources.chat",
@@ -58,7 +63,7 @@ LIVE_WARM_MODULES: dict[str, tuple[str, ...]] = {
         "anyio._backends._asyncio",
         "anyio.streams.tls",
     ),
-    "anthropic": ("anthropic.types", "anthropic.resources.messages", "instructor.v2.providers.anthropic"),
+    "anthropic": ("pipelex.providers.anthropic", "anthropic.types", "anthropic.resources.messages", "instructor.v2.providers.anthropic"),
     "mistral": ("instructor.v2.providers.mistral",),
     "google": ("instructor.v2.providers.genai",),
 }
@@ -120,6 +125,23 @@ def _warm_openai_response_parsing() -> None:
         },
     }
     construct_type(type_=Response, value=sample)
+
+
+class _SetupChecked(Exception):
+    """Raised by the setup-only pipe run once the job is built: the bundle and inputs are valid."""
+
+
+class _SetupOnlyPipeRun:
+    """A pipe run that stops right after the runtime built the job (bundle loaded, pipe resolved, inputs shaped)."""
+
+    async def run(self, pipe_job: Any, **_kwargs: Any) -> Any:
+        # the entry pipe's own presence check (what the run does first): a missing input fails here
+        await pipe_job.pipe.validate_before_run(
+            job_metadata=pipe_job.job_metadata,
+            working_memory=pipe_job.working_memory,
+            pipe_run_params=pipe_job.pipe_run_params,
+        )
+        raise _SetupChecked
 
 
 def _import_runtime() -> None:
@@ -202,7 +224,11 @@ class Engine:
                 config_overrides={
                     "runtime": {
                         "tracing": {"is_enabled": False},
-                        "log": {"sink": "json", "pretty_print_mode": "silent"},
+                        "log": {
+                            "sink": "json",
+                            "pretty_print_mode": "silent",
+                            "package_log_levels": {"pipelex": self.settings.runtime_log_level},
+                        },
                         "storage": {"method": "in_memory"},
                     },
                     "interpreter": {"methods": {"fetch_on_miss": False}},
@@ -225,14 +251,8 @@ class Engine:
         self._verdicts.clear()
 
     def _import_provider_modules(self) -> None:
-        import pkgutil
-
         for backend in self.plan.enabled:
-            names = list(LIVE_WARM_MODULES.get(backend, ()))
-            with contextlib.suppress(Exception):
-                package = importlib.import_module(f"pipelex.providers.{backend}")
-                names += [info.name for info in pkgutil.walk_packages(package.__path__, prefix=package.__name__ + ".")]
-            for name in names:
+            for name in LIVE_WARM_MODULES.get(backend, ()):
                 with contextlib.suppress(Exception):
                     importlib.import_module(name)
         if "openai" in self.plan.enabled:
@@ -288,6 +308,24 @@ class Engine:
                 params={"variables": ["OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "GOOGLE_API_KEY"]},
             )
 
+    def _runner(self, *, dry_run: bool, scope: str, has_bundle: bool, pipe_run: Any = None) -> Any:
+        from pipelex.config import get_config
+        from pipelex.pipeline.runner import PipelexMTHDSProtocol
+        from pipelex.system.pipe_run_mode import PipeRunMode
+
+        # An inline bundle is self-contained; only a bare pipe_code reaches the server's own library.
+        library_dirs: list[str] = [] if has_bundle else [str(path) for path in self.settings.library_dirs]
+        execution_config = get_config().interpreter.pipeline_execution.with_execution_overrides(generate_graph=False)
+        return PipelexMTHDSProtocol(
+            pipe_run_mode=PipeRunMode.DRY if dry_run else PipeRunMode.LIVE,
+            library_dirs=library_dirs,
+            user_id=scope,
+            storage_scope=scope,
+            read_scope=scope,
+            execution_config=execution_config,
+            pipe_run=pipe_run,
+        )
+
     async def execute(
         self,
         *,
@@ -304,9 +342,6 @@ class Engine:
     ) -> RunOutcome:
         """Run one pipeline to its end. Raises ``ApiProblem`` for every failure (already translated)."""
         from pipelex import runtime_hub
-        from pipelex.config import get_config
-        from pipelex.pipeline.runner import PipelexMTHDSProtocol
-        from pipelex.system.pipe_run_mode import PipeRunMode
 
         from pipelex_server.engine.events import RunEventLog
         from pipelex_server.engine.problems import problem_from_exception
@@ -314,17 +349,7 @@ class Engine:
 
         if not dry_run:
             self.refuse_live_if_unconfigured()
-        library_dirs: list[str] = [] if mthds_contents else [str(path) for path in self.settings.library_dirs]
-        execution_config = get_config().interpreter.pipeline_execution.with_execution_overrides(generate_graph=False)
-        runner = PipelexMTHDSProtocol(
-            pipe_run_mode=PipeRunMode.DRY if dry_run else PipeRunMode.LIVE,
-            is_mock_usage=False,
-            library_dirs=library_dirs,
-            user_id=scope,
-            storage_scope=scope,
-            read_scope=scope,
-            execution_config=execution_config,
-        )
+        runner = self._runner(dry_run=dry_run, scope=scope, has_bundle=bool(mthds_contents))
         event_log = RunEventLog(progress)
         try:
             with runtime_hub.scoped_event_log(event_log):
@@ -344,6 +369,46 @@ class Engine:
             raise problem_from_exception(exc, request_id=request_id) from exc
         finally:
             event_log.close()
+
+    async def check(
+        self,
+        *,
+        pipe_code: str | None,
+        mthds_contents: list[str] | None,
+        inputs: dict[str, Any] | None,
+        output_name: str | None,
+        output_multiplicity: Any,
+        dynamic_output_concept_ref: str | None,
+        dry_run: bool,
+        scope: str,
+        request_id: str | None,
+    ) -> None:
+        """Everything a run does before its first pipe: parse and load the bundle, resolve the pipe, shape the
+        inputs. Raises the same problem the run would (422 for a bad bundle or input); runs nothing."""
+        from pipelex_server.engine.problems import problem_from_exception
+
+        if not dry_run:
+            self.refuse_live_if_unconfigured()
+        runner = self._runner(dry_run=dry_run, scope=scope, has_bundle=bool(mthds_contents), pipe_run=_SetupOnlyPipeRun())
+        try:
+            await runner.execute(
+                pipe_code=pipe_code,
+                mthds_contents=mthds_contents or None,
+                inputs=inputs or {},
+                output_name=output_name,
+                output_multiplicity=output_multiplicity,
+                dynamic_output_concept_ref=dynamic_output_concept_ref,
+                request_id=request_id,
+            )
+        except _SetupChecked:
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if isinstance(exc.__cause__, _SetupChecked) or isinstance(exc.__context__, _SetupChecked):
+                return
+            raise problem_from_exception(exc, request_id=request_id) from exc
+        raise RuntimeError("the setup check ran the pipeline")  # pragma: no cover - _SetupOnlyPipeRun never returns
 
     async def validate(self, *, mthds_contents: list[str], pipe_code: str | None) -> dict[str, Any]:
         """Static validation plus a dry run of every pipe; a verdict for any text (cached by content hash)."""

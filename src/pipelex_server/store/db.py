@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ def _upgrade(connection: Connection) -> None:
 
 async def migrate(engine: AsyncEngine) -> None:
     """Apply every pending migration (idempotent; safe to race: PostgreSQL serializes on an advisory lock)."""
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     async with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             await connection.exec_driver_sql("SELECT pg_advisory_xact_lock(727274)")

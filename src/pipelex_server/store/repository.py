@@ -1,23 +1,54 @@
-"""Run persistence. The run service is its only caller (one writer of run state)."""
+"""Run persistence. The run service is its only caller (one writer of run state).
+
+Every state change is a compare-and-set on the run's current state (and, for settlement, on its lease), so
+several processes sharing one database never overwrite each other's decisions. A state change and the events it
+produces are written in one transaction.
+"""
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from pipelex_server.store.tables import run_events, runs
+from pipelex_server.store.tables import deliveries, run_events, runs
 
 TERMINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED", "ERROR")
 ACTIVE_STATES = ("STARTED", "RUNNING")
 
+Event = dict[str, Any]  # {"seq", "event", "data", "at"}
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def lease_deadline(seconds: float) -> datetime:
+    return utcnow() + timedelta(seconds=seconds)
+
+
+class InvalidCursor(ValueError):
+    pass
+
+
+def encode_cursor(created_at: datetime, run_id: str) -> str:
+    raw = json.dumps([created_at.isoformat(), run_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, run_id = json.loads(raw)
+        return datetime.fromisoformat(created), str(run_id)
+    except (ValueError, TypeError) as exc:
+        raise InvalidCursor(cursor) from exc
 
 
 class RunRepository:
@@ -28,11 +59,19 @@ class RunRepository:
         async with self.engine.connect() as connection:
             await connection.execute(sa.text("SELECT 1"))
 
-    async def insert(self, row: dict[str, Any]) -> bool:
-        """Insert a new run; False when the id exists already (idempotent replay or conflict)."""
+    # ---------------------------------------------------------------- runs
+
+    async def insert_run(self, row: dict[str, Any], *, events: Sequence[Event] = (), callback_urls: Sequence[str] = ()) -> bool:
+        """Insert a new run with its first events and pending deliveries; False when the id exists already."""
         try:
             async with self.engine.begin() as connection:
-                await connection.execute(runs.insert().values(**row))
+                await connection.execute(runs.insert(), row)
+                await self._insert_events(connection, row["id"], events)
+                if callback_urls:
+                    await connection.execute(
+                        deliveries.insert(),
+                        [{"run_id": row["id"], "position": index, "url": url, "attempts": 0} for index, url in enumerate(callback_urls)],
+                    )
         except IntegrityError:
             return False
         return True
@@ -43,15 +82,93 @@ class RunRepository:
             row = result.mappings().first()
         return dict(row) if row else None
 
-    async def update(self, run_id: str, *, from_states: Sequence[str] | None = None, **values: Any) -> bool:
-        """Update a run, only if it is still in one of ``from_states`` (the state-machine guard)."""
-        values.setdefault("updated_at", utcnow())
-        statement = sa.update(runs).where(runs.c.id == run_id)
-        if from_states is not None:
-            statement = statement.where(runs.c.state.in_(list(from_states)))
+    async def transition(
+        self,
+        run_id: str,
+        *,
+        from_states: Sequence[str],
+        values: dict[str, Any],
+        events: Sequence[Event] = (),
+        lease_owner: str | None = None,
+    ) -> bool:
+        """Compare-and-set a run's state; its events land in the same transaction, only if the update did."""
+        statement = sa.update(runs).where(runs.c.id == run_id, runs.c.state.in_(list(from_states)))
+        if lease_owner is not None:
+            statement = statement.where(runs.c.lease_owner == lease_owner)
         async with self.engine.begin() as connection:
-            result = await connection.execute(statement.values(**values))
+            result = await connection.execute(statement.values(updated_at=utcnow(), **values))
+            if not result.rowcount:
+                return False
+            await self._insert_events(connection, run_id, events)
+        return True
+
+    async def update(self, run_id: str, **values: Any) -> None:
+        async with self.engine.begin() as connection:
+            await connection.execute(sa.update(runs).where(runs.c.id == run_id).values(updated_at=utcnow(), **values))
+
+    async def list_runs(
+        self, *, caller_id: str, state: str | None, pipe_code: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        statement = sa.select(runs).where(runs.c.caller_id == caller_id)
+        if state:
+            statement = statement.where(runs.c.state == state)
+        if pipe_code:
+            statement = statement.where(runs.c.pipe_code == pipe_code)
+        if cursor:
+            created_at, run_id = decode_cursor(cursor)
+            statement = statement.where(
+                sa.or_(runs.c.created_at < created_at, sa.and_(runs.c.created_at == created_at, runs.c.id < run_id))
+            )
+        statement = statement.order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit + 1)
+        async with self.engine.connect() as connection:
+            rows = [dict(row) for row in (await connection.execute(statement)).mappings()]
+        next_cursor = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"])
+        return rows, next_cursor
+
+    async def delete_terminal(self, run_id: str) -> bool:
+        async with self.engine.begin() as connection:
+            await connection.execute(sa.delete(run_events).where(run_events.c.run_id == run_id))
+            await connection.execute(sa.delete(deliveries).where(deliveries.c.run_id == run_id))
+            result = await connection.execute(sa.delete(runs).where(runs.c.id == run_id, runs.c.state.in_(TERMINAL_STATES)))
         return bool(result.rowcount)
+
+    async def purge_terminal_before(self, cutoff: datetime, limit: int = 500) -> list[str]:
+        async with self.engine.begin() as connection:
+            ids = list(
+                (
+                    await connection.execute(
+                        sa.select(runs.c.id).where(runs.c.state.in_(TERMINAL_STATES), runs.c.finished_at < cutoff).limit(limit)
+                    )
+                ).scalars()
+            )
+            if ids:
+                await connection.execute(sa.delete(run_events).where(run_events.c.run_id.in_(ids)))
+                await connection.execute(sa.delete(deliveries).where(deliveries.c.run_id.in_(ids)))
+                await connection.execute(sa.delete(runs).where(runs.c.id.in_(ids)))
+        return ids
+
+    # ---------------------------------------------------------------- cancellation
+
+    async def request_cancel(self, run_id: str) -> bool:
+        async with self.engine.begin() as connection:
+            result = await connection.execute(
+                sa.update(runs)
+                .where(runs.c.id == run_id, runs.c.state.in_(ACTIVE_STATES))
+                .values(cancel_requested=True, updated_at=utcnow())
+            )
+        return bool(result.rowcount)
+
+    async def cancel_requested_among(self, run_ids: Sequence[str]) -> list[str]:
+        if not run_ids:
+            return []
+        async with self.engine.connect() as connection:
+            result = await connection.execute(sa.select(runs.c.id).where(runs.c.id.in_(list(run_ids)), runs.c.cancel_requested.is_(True)))
+            return list(result.scalars())
+
+    # ---------------------------------------------------------------- leases
 
     async def renew_leases(self, owner: str, run_ids: Sequence[str], until: datetime) -> int:
         if not run_ids:
@@ -69,11 +186,14 @@ class RunRepository:
             result = await connection.execute(
                 sa.select(runs.c.id, runs.c.state, runs.c.lease_owner, runs.c.lease_expires_at)
                 .where(runs.c.state.in_(ACTIVE_STATES), runs.c.lease_expires_at < now)
+                .order_by(runs.c.created_at)
                 .limit(limit)
             )
             return [dict(row) for row in result.mappings()]
 
-    async def settle_expired(self, run_id: str, now: datetime, values: dict[str, Any]) -> bool:
+    async def settle_expired(
+        self, run_id: str, now: datetime, values: dict[str, Any], events: Sequence[tuple[str, dict[str, Any]]] = ()
+    ) -> bool:
         """Settle a run whose lease expired, unless its owner renewed it meanwhile (compare-and-set on the lease)."""
         async with self.engine.begin() as connection:
             result = await connection.execute(
@@ -81,16 +201,115 @@ class RunRepository:
                 .where(runs.c.id == run_id, runs.c.state.in_(ACTIVE_STATES), runs.c.lease_expires_at < now)
                 .values(updated_at=now, **values)
             )
-        return bool(result.rowcount)
+            if not result.rowcount:
+                return False
+            if events:
+                first = await self._max_seq(connection, run_id) + 1
+                numbered = [{"seq": first + index, "event": name, "data": data, "at": now} for index, (name, data) in enumerate(events)]
+                await self._insert_events(connection, run_id, numbered)
+        return True
 
-    async def append_event(self, run_id: str, seq: int, event: str, data: dict[str, Any], at: datetime) -> None:
-        async with self.engine.begin() as connection:
-            await connection.execute(run_events.insert().values(run_id=run_id, seq=seq, event=event, data=data, at=at))
+    # ---------------------------------------------------------------- events
 
-    async def count_runs(self) -> int:
+    async def append_events(self, run_id: str, events: Sequence[Event]) -> None:
+        if events:
+            async with self.engine.begin() as connection:
+                await self._insert_events(connection, run_id, events)
+
+    async def events_after(self, run_id: str, after_seq: int, limit: int = 500) -> list[Event]:
         async with self.engine.connect() as connection:
-            return int((await connection.execute(sa.select(sa.func.count()).select_from(runs))).scalar_one())
+            result = await connection.execute(
+                sa.select(run_events.c.seq, run_events.c.event, run_events.c.data, run_events.c.at)
+                .where(run_events.c.run_id == run_id, run_events.c.seq > after_seq)
+                .order_by(run_events.c.seq)
+                .limit(limit)
+            )
+            return [dict(row) for row in result.mappings()]
 
+    async def max_seq(self, run_id: str) -> int:
+        async with self.engine.connect() as connection:
+            return await self._max_seq(connection, run_id)
 
-def lease_deadline(seconds: float) -> datetime:
-    return utcnow() + timedelta(seconds=seconds)
+    @staticmethod
+    async def _max_seq(connection: AsyncConnection, run_id: str) -> int:
+        result = await connection.execute(sa.select(sa.func.max(run_events.c.seq)).where(run_events.c.run_id == run_id))
+        return int(result.scalar_one() or 0)
+
+    @staticmethod
+    async def _insert_events(connection: AsyncConnection, run_id: str, events: Sequence[Event]) -> None:
+        if events:
+            await connection.execute(run_events.insert(), [{"run_id": run_id, **event} for event in events])
+
+    # ---------------------------------------------------------------- deliveries
+
+    async def deliveries_of(self, run_id: str) -> list[dict[str, Any]]:
+        async with self.engine.connect() as connection:
+            result = await connection.execute(sa.select(deliveries).where(deliveries.c.run_id == run_id).order_by(deliveries.c.position))
+            return [dict(row) for row in result.mappings()]
+
+    async def schedule_deliveries(self, run_id: str, when: datetime, *, reset: bool = False) -> int:
+        values: dict[str, Any] = {"next_attempt_at": when}
+        if reset:
+            values.update(delivered_at=None, lease_owner=None, lease_expires_at=None)
+        statement = sa.update(deliveries).where(deliveries.c.run_id == run_id)
+        if not reset:
+            statement = statement.where(deliveries.c.delivered_at.is_(None))
+        async with self.engine.begin() as connection:
+            result = await connection.execute(statement.values(**values))
+        return int(result.rowcount or 0)
+
+    async def claim_due_deliveries(self, owner: str, now: datetime, lease_seconds: float, limit: int = 20) -> list[dict[str, Any]]:
+        """Claim due deliveries for this process (compare-and-set on their lease), so each attempt is made once."""
+        async with self.engine.connect() as connection:
+            candidates = (
+                await connection.execute(
+                    sa.select(deliveries.c.id)
+                    .where(
+                        deliveries.c.delivered_at.is_(None),
+                        deliveries.c.next_attempt_at.is_not(None),
+                        deliveries.c.next_attempt_at <= now,
+                        sa.or_(deliveries.c.lease_expires_at.is_(None), deliveries.c.lease_expires_at < now),
+                    )
+                    .order_by(deliveries.c.next_attempt_at)
+                    .limit(limit)
+                )
+            ).scalars()
+            candidate_ids = list(candidates)
+        claimed: list[dict[str, Any]] = []
+        until = now + timedelta(seconds=lease_seconds)
+        for delivery_id in candidate_ids:
+            async with self.engine.begin() as connection:
+                result = await connection.execute(
+                    sa.update(deliveries)
+                    .where(
+                        deliveries.c.id == delivery_id,
+                        deliveries.c.delivered_at.is_(None),
+                        sa.or_(deliveries.c.lease_expires_at.is_(None), deliveries.c.lease_expires_at < now),
+                    )
+                    .values(lease_owner=owner, lease_expires_at=until)
+                )
+                if result.rowcount:
+                    row = (await connection.execute(sa.select(deliveries).where(deliveries.c.id == delivery_id))).mappings().first()
+                    if row:
+                        claimed.append(dict(row))
+        return claimed
+
+    async def record_attempt(self, delivery_id: int, owner: str, values: dict[str, Any]) -> None:
+        async with self.engine.begin() as connection:
+            await connection.execute(
+                sa.update(deliveries)
+                .where(deliveries.c.id == delivery_id, deliveries.c.lease_owner == owner)
+                .values(lease_owner=None, lease_expires_at=None, **values)
+            )
+
+    async def next_delivery_due(self) -> datetime | None:
+        async with self.engine.connect() as connection:
+            result = await connection.execute(
+                sa.select(sa.func.min(deliveries.c.next_attempt_at)).where(
+                    deliveries.c.delivered_at.is_(None), deliveries.c.next_attempt_at.is_not(None)
+                )
+            )
+            value = result.scalar_one()
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value

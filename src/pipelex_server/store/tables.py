@@ -54,6 +54,7 @@ runs = sa.Table(
     sa.Column("callbacks", sa.JSON),
     sa.Column("lease_owner", sa.String(64)),
     sa.Column("lease_expires_at", UtcDateTime),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
     sa.Index("ix_runs_caller_created", "caller_id", "created_at"),
     sa.Index("ix_runs_state_lease", "state", "lease_expires_at"),
 )
@@ -66,4 +67,22 @@ run_events = sa.Table(
     sa.Column("event", sa.String(32), nullable=False),
     sa.Column("data", sa.JSON, nullable=False),
     sa.Column("at", UtcDateTime, nullable=False),
+)
+
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(128), sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("url", sa.String(2048), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("last_status", sa.Integer),
+    sa.Column("last_error", sa.String(512)),
+    sa.Column("delivered_at", UtcDateTime),
+    sa.Column("next_attempt_at", UtcDateTime),
+    sa.Column("lease_owner", sa.String(64)),
+    sa.Column("lease_expires_at", UtcDateTime),
+    sa.Index("ix_deliveries_run", "run_id", "position"),
+    sa.Index("ix_deliveries_due", "delivered_at", "next_attempt_at"),
 )

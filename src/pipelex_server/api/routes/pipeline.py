@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header
+from fastapi.responses import JSONResponse
 
 from pipelex_server.api.deps import CallerDep, RequestIdDep, ServicesDep
-from pipelex_server.api.schemas import PROBLEM_RESPONSES, RUN_ID_PATTERN, ExecuteResponse, PipelineRequest
+from pipelex_server.api.schemas import PROBLEM_RESPONSES, RUN_ID_PATTERN, ExecuteResponse, PipelineRequest, StartResponse
 from pipelex_server.errors import ApiProblem
 from pipelex_server.runs.service import RunRequest
 
@@ -60,4 +61,25 @@ async def execute(
 ) -> Any:
     request = to_run_request(body)
     run_id = resolve_run_id(body, idempotency_key)
-    return await services.runs.execute(caller=caller, request=request, run_id=run_id, request_id=request_id)
+    answer = await services.runs.execute(caller=caller, request=request, run_id=run_id, request_id=request_id)
+    return JSONResponse(answer)  # already plain JSON: skip re-validation against the response model
+
+
+@router.post(
+    "/start",
+    status_code=202,
+    response_model=StartResponse,
+    responses=PROBLEM_RESPONSES,
+    summary="Check a pipeline, then run it in the background; follow it under /api/v1/runs/{id}",
+)
+async def start(
+    body: PipelineRequest,
+    services: ServicesDep,
+    caller: CallerDep,
+    request_id: RequestIdDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> Any:
+    request = to_run_request(body)
+    run_id = resolve_run_id(body, idempotency_key)
+    answer = await services.runs.start(caller=caller, request=request, run_id=run_id, request_id=request_id)
+    return JSONResponse(answer, status_code=202, headers={"Location": f"/api/v1/runs/{answer['pipeline_run_id']}"})

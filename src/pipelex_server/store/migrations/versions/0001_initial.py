@@ -39,6 +39,7 @@ def upgrade() -> None:
         sa.Column("callbacks", sa.JSON),
         sa.Column("lease_owner", sa.String(64)),
         sa.Column("lease_expires_at", UtcDateTime),
+        sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
     )
     op.create_index("ix_runs_caller_created", "runs", ["caller_id", "created_at"])
     op.create_index("ix_runs_state_lease", "runs", ["state", "lease_expires_at"])
@@ -50,9 +51,26 @@ def upgrade() -> None:
         sa.Column("data", sa.JSON, nullable=False),
         sa.Column("at", UtcDateTime, nullable=False),
     )
+    op.create_table(
+        "deliveries",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("run_id", sa.String(128), sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("position", sa.Integer, nullable=False),
+        sa.Column("url", sa.String(2048), nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("last_status", sa.Integer),
+        sa.Column("last_error", sa.String(512)),
+        sa.Column("delivered_at", UtcDateTime),
+        sa.Column("next_attempt_at", UtcDateTime),
+        sa.Column("lease_owner", sa.String(64)),
+        sa.Column("lease_expires_at", UtcDateTime),
+    )
+    op.create_index("ix_deliveries_run", "deliveries", ["run_id", "position"])
+    op.create_index("ix_deliveries_due", "deliveries", ["delivered_at", "next_attempt_at"])
 
 
 def downgrade() -> None:
+    op.drop_table("deliveries")
     op.drop_table("run_events")
     op.drop_index("ix_runs_state_lease", table_name="runs")
     op.drop_index("ix_runs_caller_created", table_name="runs")
