@@ -15,6 +15,8 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from pipelex_server.lifecycle import SHUTTING_DOWN
+
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 except ImportError:  # httptools is optional
@@ -46,6 +48,12 @@ else:
     HTTP_PROTOCOL = NoDelayH11Protocol
 
 
+class Server(uvicorn.Server):
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        SHUTTING_DOWN.set()
+        super().handle_exit(sig, frame)
+
+
 def serve(*, host: str, port: int, workers: int = 1, log_level: str = "info") -> None:
     config = uvicorn.Config(
         "pipelex_server.app:app_factory",
@@ -56,7 +64,7 @@ def serve(*, host: str, port: int, workers: int = 1, log_level: str = "info") ->
         http=HTTP_PROTOCOL,
         log_level=log_level,
         lifespan="on",
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=60,
         proxy_headers=False,
         server_header=False,
     )
@@ -66,4 +74,4 @@ def serve(*, host: str, port: int, workers: int = 1, log_level: str = "info") ->
         sock = config.bind_socket()
         Multiprocess(config, sockets=[sock]).run()
     else:
-        uvicorn.Server(config).run()
+        Server(config).run()

@@ -19,13 +19,29 @@ EXECUTE = "/api/v1/pipeline/execute"
 def run_row(*, state: str, owner: str | None, lease_in: float | None, request: RunRequest | None = None) -> dict:
     now = utcnow()
     request = request or RunRequest(
-        pipe_code=None, mthds_contents=[SEED_BUNDLE], inputs={"text": SEED_TEXT}, output_name=None,
-        output_multiplicity=None, dynamic_output_concept_ref=None, dry_run=True, callback_urls=[],
+        pipe_code=None,
+        mthds_contents=[SEED_BUNDLE],
+        inputs={"text": SEED_TEXT},
+        output_name=None,
+        output_multiplicity=None,
+        dynamic_output_concept_ref=None,
+        dry_run=True,
+        callback_urls=[],
     )
     return {
-        "id": f"r-{uuid.uuid4().hex}", "caller_id": "shared", "kind": "execute", "state": state, "pipe_code": None,
-        "request_hash": request.fingerprint(), "request": request.to_json(), "dry_run": True, "created_at": now,
-        "updated_at": now, "started_at": now if state == "RUNNING" else None, "callbacks": [], "lease_owner": owner,
+        "id": f"r-{uuid.uuid4().hex}",
+        "caller_id": "shared",
+        "kind": "execute",
+        "state": state,
+        "pipe_code": None,
+        "request_hash": request.fingerprint(),
+        "request": request.to_json(),
+        "dry_run": True,
+        "created_at": now,
+        "updated_at": now,
+        "started_at": now if state == "RUNNING" else None,
+        "callbacks": [],
+        "lease_owner": owner,
         "lease_expires_at": now + timedelta(seconds=lease_in) if lease_in is not None else None,
     }
 

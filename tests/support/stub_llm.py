@@ -380,11 +380,18 @@ def _normalize_rules(value: Any) -> list[dict[str, Any]]:
 class StubState:
     def __init__(self, latency_ms: int = 0, fail: Any = None, timeout: Any = None):
         self.lock = threading.Lock()
+        self.arrived = threading.Condition(threading.Lock())
+        self.in_flight = 0
         self.latency_ms = int(latency_ms)
         self.fail_rules = _normalize_rules(fail)
         self.timeout_rules = _normalize_rules(timeout)
         self._id_counter = 0
         self.reset_stats()
+
+    def wait_in_flight(self, count: int, timeout: float) -> bool:
+        """Block until at least ``count`` LLM calls are being answered (arrived, not yet answered)."""
+        with self.arrived:
+            return self.arrived.wait_for(lambda: self.in_flight >= count, timeout)
 
     def reset_stats(self) -> None:
         with self.lock:
@@ -908,10 +915,17 @@ class StubServer:
             prompt, all_text = _messages_text(body.get("messages") or [])
         generation = self.state.generation
         latency_s, fail, hang_s = self.state.decide(all_text)
-        if latency_s > 0:
-            await asyncio.sleep(latency_s)
-        if hang_s > 0:
-            await asyncio.sleep(hang_s)
+        with self.state.arrived:
+            self.state.in_flight += 1
+            self.state.arrived.notify_all()
+        try:
+            if latency_s > 0:
+                await asyncio.sleep(latency_s)
+            if hang_s > 0:
+                await asyncio.sleep(hang_s)
+        finally:
+            with self.state.arrived:
+                self.state.in_flight -= 1
         if fail is not None:
             status = int(fail.get("status", 500))
             self.state.record(endpoint=endpoint, model=model, prompt=prompt, status=status, tool=None, generation=generation)
@@ -1009,6 +1023,9 @@ class StubLLM:
     def configure(self, **kwargs: Any) -> dict[str, Any]:
         """Change knobs: ``latency_ms``, ``fail``, ``timeout`` (see module docstring). Returns the config."""
         return self.state.configure(**kwargs)
+
+    def wait_in_flight(self, count: int = 1, timeout: float = 30) -> bool:
+        return self.state.wait_in_flight(count, timeout)
 
     def stats(self) -> dict[str, Any]:
         return self.state.stats()

@@ -1,20 +1,20 @@
-"""A per-run trace-event sink: keeps the run's events in memory (usage assembly reads them back) and forwards
-pipe progress to the server as plain dicts, so nothing outside the engine sees a runtime class."""
+"""Per-run progress: an observer on the run's own pipe router (root and every sub-pipe report through it), and
+an in-memory trace-event sink (usage assembly reads the run's usage events back from it).
+
+Progress reaches the server as plain dicts, so nothing outside the engine sees a runtime class.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
+from pipelex.errors.problem import ProblemView
+from pipelex.observer.observer_protocol import PayloadKey, PayloadType
 from pipelex.tracing.in_memory_event_log import InMemoryEventLog
-from pipelex.tracing.trace_events import (
-    PipeEndErrorEvent,
-    PipeEndSuccessEvent,
-    PipeStartEvent,
-    TraceEvent,
-    UsageReportEvent,
-)
+from pipelex.tracing.trace_events import TraceEvent, UsageReportEvent
 
 logger = logging.getLogger(__name__)
 
@@ -22,50 +22,63 @@ ProgressSink = Callable[[str, dict[str, Any]], None]
 
 
 class RunEventLog(InMemoryEventLog):
-    def __init__(self, sink: ProgressSink | None) -> None:
+    """Keeps the run's trace events for the run's own usage assembly (dropped with the run), and forwards each
+    inference call's usage to the sink as it is reported."""
+
+    def __init__(self, sink: ProgressSink | None = None) -> None:
         super().__init__()
         self._sink = sink
 
     def emit(self, event: TraceEvent) -> None:
         super().emit(event)
-        if self._sink is None:
-            return
-        try:
-            translated = _translate(event)
-            if translated is not None:
-                self._sink(*translated)
-        except Exception:  # progress reporting must never break a run
-            logger.exception("progress sink failed")
+        if self._sink is not None and isinstance(event, UsageReportEvent):
+            try:
+                usage = event.tokens_usage
+                tokens = {str(key): int(value) for key, value in dict(usage.nb_tokens_by_category).items()}
+                self._sink("usage", {"pipe_code": usage.job_metadata.pipe_code, "model": usage.inference_model_name, "tokens": tokens})
+            except Exception:
+                logger.exception("usage forwarding failed")
 
     def close(self) -> None:
         self._events = []
         self._sink = None
 
 
-def _translate(event: TraceEvent) -> tuple[str, dict[str, Any]] | None:
-    if isinstance(event, PipeStartEvent):
-        return "pipe_started", {"pipe_code": event.pipe_code, "pipe_type": event.pipe_type, "at": event.timestamp.isoformat()}
-    if isinstance(event, PipeEndSuccessEvent):
-        concept = event.output_spec.concept if event.output_spec is not None and hasattr(event.output_spec, "concept") else None
-        return "pipe_finished", {
-            "pipe_code": event.pipe_code,
-            "pipe_type": event.pipe_type,
-            "output_concept": str(concept) if concept is not None else None,
-            "at": event.ended_at.isoformat(),
-        }
-    if isinstance(event, PipeEndErrorEvent):
-        return "pipe_failed", {
-            "pipe_code": event.pipe_code,
-            "pipe_type": event.pipe_type,
-            "error": {"code": event.error.code, "detail": event.error.detail},
-            "at": event.ended_at.isoformat(),
-        }
-    if isinstance(event, UsageReportEvent):
-        usage = event.tokens_usage
-        return "usage", {
-            "model": usage.inference_model_name,
-            "pipe_code": usage.job_metadata.pipe_code,
-            "tokens": {str(k): int(v) for k, v in dict(usage.nb_tokens_by_category).items()},
-            "at": event.timestamp.isoformat(),
-        }
-    return None
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _describe(pipe_job: Any) -> dict[str, Any]:
+    pipe = pipe_job.pipe
+    output = getattr(pipe, "output", None)
+    concept = getattr(getattr(output, "concept", None), "concept_ref", None)
+    return {"pipe_code": pipe.code, "pipe_type": str(pipe.type), "output_concept": concept}
+
+
+class ProgressObserver:
+    """Forwards pipe start / success / failure to the server's sink. Never breaks a run."""
+
+    def __init__(self, sink: ProgressSink) -> None:
+        self._sink = sink
+
+    def _emit(self, event: str, data: dict[str, Any]) -> None:
+        try:
+            self._sink(event, {**data, "at": _now()})
+        except Exception:
+            logger.exception("progress sink failed")
+
+    async def observe_before_run(self, payload: PayloadType) -> None:
+        self._emit("pipe_started", _describe(payload[PayloadKey.PIPE_JOB]))
+
+    async def observe_after_successful_run(self, payload: PayloadType) -> None:
+        self._emit("pipe_finished", _describe(payload[PayloadKey.PIPE_JOB]))
+
+    async def observe_after_failing_run(self, payload: PayloadType) -> None:
+        data = _describe(payload[PayloadKey.PIPE_JOB])
+        error = payload.get(PayloadKey.ERROR)
+        try:
+            problem = error.to_problem(view=ProblemView.CALLER)  # type: ignore[union-attr]
+            data["error"] = {"code": problem.code, "detail": problem.detail}
+        except Exception:
+            data["error"] = {"code": "runtime.unexpected", "detail": "The pipe failed."}
+        self._emit("pipe_failed", data)

@@ -342,17 +342,22 @@ class Engine:
     ) -> RunOutcome:
         """Run one pipeline to its end. Raises ``ApiProblem`` for every failure (already translated)."""
         from pipelex import runtime_hub
+        from pipelex.interpreter_hub import scoped_pipe_router
+        from pipelex.pipe_run.pipe_router import PipeRouter
+        from pipelex.pipe_run.pipe_run import PipeRun
 
-        from pipelex_server.engine.events import RunEventLog
+        from pipelex_server.engine.events import ProgressObserver, RunEventLog
         from pipelex_server.engine.problems import problem_from_exception
         from pipelex_server.engine.results import shape_outcome
 
         if not dry_run:
             self.refuse_live_if_unconfigured()
-        runner = self._runner(dry_run=dry_run, scope=scope, has_bundle=bool(mthds_contents))
+        router = PipeRouter(observer=ProgressObserver(progress)) if progress is not None else None
+        pipe_run = PipeRun(pipe_router=router) if router is not None else None
+        runner = self._runner(dry_run=dry_run, scope=scope, has_bundle=bool(mthds_contents), pipe_run=pipe_run)
         event_log = RunEventLog(progress)
         try:
-            with runtime_hub.scoped_event_log(event_log):
+            with runtime_hub.scoped_event_log(event_log), scoped_pipe_router(router) if router else contextlib.nullcontext():
                 result = await runner.execute(
                     pipe_code=pipe_code,
                     mthds_contents=mthds_contents or None,

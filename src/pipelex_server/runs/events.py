@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pipelex_server.lifecycle import SHUTTING_DOWN
 from pipelex_server.store.repository import Event, RunRepository, utcnow
 
 logger = logging.getLogger(__name__)
@@ -146,13 +147,18 @@ class RunEvents:
             if events:
                 idle = 0.0
                 continue
-            if await self.repository.get(run_id) is None:
+            if SHUTTING_DOWN.is_set() or await self.repository.get(run_id) is None:
                 return
             await self._wait(run_id, POLL_INTERVAL)
             idle += POLL_INTERVAL
             if idle >= KEEPALIVE_SECONDS:
                 idle = 0.0
                 yield None
+
+
+def numbered(run_id: str, seq: int, event: str, data: dict[str, Any]) -> Event:
+    now = utcnow()
+    return {"seq": seq, "event": event, "data": {"pipeline_run_id": run_id, **data, "at": data.get("at") or _iso(now)}, "at": now}
 
 
 def sse_frame(event: Event) -> bytes:

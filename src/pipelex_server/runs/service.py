@@ -26,7 +26,7 @@ from pipelex_server.engine.runtime import Engine, RunOutcome
 from pipelex_server.errors import ApiProblem
 from pipelex_server.netguard import UrlRefused, check_url_shape, vet_url
 from pipelex_server.runs.callbacks import CallbackDeliverer, delivery_record
-from pipelex_server.runs.events import END_EVENT, RunEvents
+from pipelex_server.runs.events import END_EVENT, RunEvents, numbered
 from pipelex_server.settings import Settings
 from pipelex_server.store.repository import (
     ACTIVE_STATES,
@@ -293,18 +293,17 @@ class RunService:
             "lease_expires_at": lease_deadline(self.settings.lease_seconds),
             "cancel_requested": False,
         }
-        self.events.open(run_id)
-        first_events = [self.events.make(run_id, "state", {"pipeline_state": "STARTED"})]
+        first_events = [numbered(run_id, 1, "state", {"pipeline_state": "STARTED"})]
         if slot:
-            first_events.append(self.events.make(run_id, "state", {"pipeline_state": "RUNNING"}))
+            first_events.append(numbered(run_id, 2, "state", {"pipeline_state": "RUNNING"}))
         try:
             inserted = await self.repository.insert_run(row, events=first_events, callback_urls=request.callback_urls)
         except BaseException:
             if slot:
                 self._slots.release()
-            self.events.close_run(run_id)
             raise
         if inserted:
+            self.events.open(run_id, next_seq=len(first_events) + 1)
             full = {
                 **row,
                 "finished_at": None,
@@ -320,7 +319,6 @@ class RunService:
             return full, True
         if slot:
             self._slots.release()
-        self.events.close_run(run_id)
         existing = await self.repository.get(run_id)
         if existing is None or existing["caller_id"] != caller.id or existing["request_hash"] != fingerprint:
             raise ApiProblem(
@@ -376,13 +374,23 @@ class RunService:
         loop = asyncio.get_running_loop()
         loop_thread = threading.get_ident()
 
-        def progress(event: str, data: dict[str, Any]) -> None:
-            if event == "usage":
+        usage_by_pipe: dict[str, dict[str, int]] = {}
+
+        def record(event: str, data: dict[str, Any]) -> None:
+            if event == "usage":  # folded into the pipe's pipe_finished event
+                tokens = usage_by_pipe.setdefault(data.get("pipe_code") or "", {})
+                for category, count in data["tokens"].items():
+                    tokens[category] = tokens.get(category, 0) + count
                 return
+            if event in ("pipe_finished", "pipe_failed") and data.get("pipe_code") in usage_by_pipe:
+                data = {**data, "usage": {"tokens": usage_by_pipe.pop(data["pipe_code"])}}
+            self.events.buffer(run_id, event, data)
+
+        def progress(event: str, data: dict[str, Any]) -> None:
             if threading.get_ident() == loop_thread:
-                self.events.buffer(run_id, event, data)
+                record(event, data)
             else:
-                loop.call_soon_threadsafe(self.events.buffer, run_id, event, data)
+                loop.call_soon_threadsafe(record, event, data)
 
         try:
             async with asyncio.timeout(timeout):
