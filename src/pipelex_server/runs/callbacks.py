@@ -73,6 +73,8 @@ class CallbackDeliverer:
         self.document_for = document_for
         self.on_attempt = on_attempt
         self._wake = asyncio.Event()
+        self._recorded = asyncio.Condition()
+        self.attempts_recorded = 0
         self._task: asyncio.Task[None] | None = None
         self._client = httpx.AsyncClient(timeout=DELIVERY_TIMEOUT_SECONDS, follow_redirects=False, trust_env=False)
 
@@ -131,8 +133,16 @@ class CallbackDeliverer:
         else:
             values["next_attempt_at"] = utcnow() + timedelta(seconds=backoff_seconds(attempts, self.settings.callback_backoff_seconds))
         await self.repository.record_attempt(delivery["id"], self.owner, values)
+        async with self._recorded:
+            self.attempts_recorded += 1
+            self._recorded.notify_all()
         if self.on_attempt is not None:
             self.on_attempt(run_id)
+
+    async def wait_attempts_recorded(self, count: int, timeout: float = 30) -> None:
+        """Wait until this process has recorded ``count`` attempts in all (for tests and tooling)."""
+        async with self._recorded:
+            await asyncio.wait_for(self._recorded.wait_for(lambda: self.attempts_recorded >= count), timeout)
 
     async def _post(self, url: str, run_id: str, document: dict[str, Any]) -> tuple[int | None, str | None]:
         secret = self.settings.completion_callback_secret

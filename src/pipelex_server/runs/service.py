@@ -393,6 +393,7 @@ class RunService:
                 loop.call_soon_threadsafe(record, event, data)
 
         try:
+            await self.engine.wait_ready()  # a run re-queued at boot may get here before the runtime is up
             async with asyncio.timeout(timeout):
                 outcome = await self.engine.execute(
                     **request.engine_arguments(), scope=caller.scope, request_id=request_id, progress=progress
@@ -578,6 +579,7 @@ class RunService:
 
     async def _settle_expired_forever(self) -> None:
         interval = self.settings.lease_seconds / 2
+        await self.engine.ready.wait()  # re-queued runs execute at once: not before the runtime is up
         while True:
             try:
                 await self.settle_expired()
