@@ -33,6 +33,14 @@ from tests.support.stub_llm import StubLLM  # noqa: E402
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_server_outlives_the_session() -> Iterator[None]:
+    from tests.support.server import stop_all
+
+    yield
+    stop_all()
+
+
 @pytest.fixture(scope="session")
 def stub() -> Iterator[StubLLM]:
     with StubLLM() as server:

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+STARTED: list[ServerProcess] = []  # every server a test started; the session stops any a failed test left running
 
 
 def free_port() -> int:
@@ -40,6 +41,7 @@ class ServerProcess:
         command = [sys.executable, "-m", "pipelex_server.cli", "serve", "--port", str(self.port), *self.args]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(command, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        STARTED.append(self)
         if wait_ready:
             self.wait_until("/health/ready", timeout=timeout)
         return self
@@ -93,3 +95,9 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def stop_all() -> None:
+    for server in STARTED:
+        server.stop(signal.SIGKILL)
+    STARTED.clear()

@@ -438,7 +438,8 @@ class RunService:
         self.events.close_run(run_id)
         if not written:  # ended by someone else meanwhile (a cancel of a queued run, a settlement)
             return await self.repository.get(run_id) or row
-        if await self.repository.schedule_deliveries(run_id, utcnow()):
+        has_callbacks = bool((row.get("request") or {}).get("callback_urls"))
+        if has_callbacks and await self.repository.schedule_deliveries(run_id, utcnow()):
             self.deliverer.wake()
         return {**row, **values}
 
