@@ -126,3 +126,14 @@ def test_a_thousand_sequential_runs_leave_no_files_and_flat_memory(tmp_path, stu
         growth_mib = (rss_after - rss_before) / 2**20
         assert growth_mib < 25, f"RSS grew {growth_mib:.1f} MiB over 800 runs"
         assert stub.stats()["total_calls"] == 1000
+
+
+def test_an_operator_configuration_directory_is_layered_on_the_servers(tmp_path, stub):
+    operator = tmp_path / "operator"
+    (operator / "inference" / "deck").mkdir(parents=True)
+    (operator / "inference" / "deck" / "house.toml").write_text('[llm.aliases]\ndefault-general = "gpt-4o-mini"\n')
+    env = {"OPENAI_BASE_URL": stub.base_url, "PIPELEX_CONFIG_DIR": str(operator)}
+    with ServerProcess(tmp_path, env=env) as server, server.client() as http:
+        assert http.get("/api/v1/models").json()["aliases"]["llm"]["default-general"] == "gpt-4o-mini"
+        assert http.post(EXECUTE, json=seed_request()).status_code == 200
+        assert stub.stats()["by_model"] == {"gpt-4o-mini": 1}

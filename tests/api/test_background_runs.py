@@ -2,7 +2,9 @@
 
 import asyncio
 import uuid
+from datetime import timedelta
 
+from pipelex_server.store.repository import utcnow
 from tests.support.bundles import SEED_BUNDLE, SEQUENCE_BUNDLE, main_content, seed_request, unique_bundle
 from tests.support.runs import parse_sse, wait_for_end
 
@@ -181,3 +183,33 @@ async def test_run_timeout_ends_a_background_run_failed(make_app, stub):
     run = await wait_for_end(app.client, run_id)
     assert run["pipeline_state"] == "FAILED"
     assert run["error"]["code"] == "run.timed_out"
+
+
+async def test_retention_purges_only_old_ended_runs(make_app, stub):
+    app = await make_app(run_retention_days=1)
+    old = (await app.client.post("/api/v1/pipeline/execute", json=seed_request(dry_run=True))).json()["pipeline_run_id"]
+    recent = (await app.client.post("/api/v1/pipeline/execute", json=seed_request(dry_run=True))).json()["pipeline_run_id"]
+    stub.configure(latency_ms=5_000)
+    running = (await app.client.post(START, json=seed_request())).json()["pipeline_run_id"]
+    repository = app.services.repository
+    long_ago = utcnow() - timedelta(days=2)
+    await repository.update(old, finished_at=long_ago, created_at=long_ago)
+    purged = await app.services.runs.purge_expired()
+    assert purged == [old]
+    assert (await app.client.get(f"/api/v1/runs/{old}")).status_code == 404
+    assert (await app.client.get(f"/api/v1/runs/{recent}")).status_code == 200
+    assert (await app.client.get(f"/api/v1/runs/{running}")).status_code == 200
+    assert await repository.events_after(old, 0) == []
+    await app.client.post(f"/api/v1/runs/{running}/cancel")
+
+
+async def test_start_cancel_and_events_on_both_stores(database_url, make_app, stub):
+    app = await make_app(database_url=database_url)
+    done = (await app.client.post(START, json=seed_request())).json()
+    assert (await wait_for_end(app.client, done["pipeline_run_id"]))["pipeline_state"] == "COMPLETED"
+    stub.configure(latency_ms=30_000)
+    slow = (await app.client.post(START, json=seed_request(inputs={"text": "slow"}))).json()
+    assert await asyncio.to_thread(stub.wait_in_flight, 1, 30)
+    assert (await app.client.post(f"/api/v1/runs/{slow['pipeline_run_id']}/cancel")).json()["pipeline_state"] == "CANCELLED"
+    events = parse_sse((await app.client.get(f"/api/v1/runs/{slow['pipeline_run_id']}/events")).text)
+    assert [event["data"].get("pipeline_state") for event in events if event["event"] == "state"][-1] == "CANCELLED"

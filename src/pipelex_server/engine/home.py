@@ -73,6 +73,7 @@ DEFAULT_ALIASES_TIER = {
 }
 
 SERVER_DECK_FILE = "zz_pipelex_server.toml"
+OPERATOR_DECK_DIR = "zzzz_operator"
 GATEWAY_WARNING = (
     "PIPELEX_GATEWAY_API_KEY is set, but the pipelex runtime this server runs on (0.92) has no Gateway any more: "
     "the key is ignored. Set a provider key instead (OPENAI_API_KEY, ANTHROPIC_API_KEY, GOOGLE_API_KEY, "
@@ -231,6 +232,7 @@ def prepare_home(
     """Write the server-owned parts of the pipelex home. Idempotent; safe to call at every boot."""
     inference = home / "inference"
     (inference / "deck").mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(inference / "deck" / OPERATOR_DECK_DIR, ignore_errors=True)  # what the operator removed goes too
     known_backends = list(_read_toml(kit_inference_dir / "backends.toml").keys())
     if "internal" not in known_backends:
         known_backends.append("internal")
@@ -249,8 +251,11 @@ def prepare_home(
                 shutil.copyfile(operator_inference / name, inference / name)
         operator_deck = operator_inference / "deck"
         if operator_deck.is_dir():
+            # deck files merge in path order: under OPERATOR_DECK_DIR they come after the kit's and ours, and win
+            target = inference / "deck" / OPERATOR_DECK_DIR
+            target.mkdir(parents=True, exist_ok=True)
             for source in sorted(operator_deck.glob("*.toml")):
-                shutil.copyfile(source, inference / "deck" / source.name)
+                shutil.copyfile(source, target / source.name)
 
     (inference / "backends_override.toml").write_text(dump_toml(backends), encoding="utf-8")
     if deck:

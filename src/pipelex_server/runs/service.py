@@ -637,13 +637,22 @@ class RunService:
             except Exception:
                 logger.exception("watching for cancellations failed")
 
+    async def purge_expired(self) -> list[str]:
+        """Remove ended runs (with their events and deliveries) that finished more than RUN_RETENTION_DAYS ago."""
+        days = self.settings.run_retention_days
+        if not days:
+            return []
+        purged: list[str] = []
+        while batch := await self.repository.purge_terminal_before(utcnow() - timedelta(days=days)):
+            purged += batch
+        if purged:
+            logger.info("purged %d runs older than %g days", len(purged), days)
+        return purged
+
     async def _purge_forever(self) -> None:
-        days = self.settings.run_retention_days or 0
         while True:
             try:
-                purged = await self.repository.purge_terminal_before(utcnow() - timedelta(days=days))
-                if purged:
-                    logger.info("purged %d runs older than %g days", len(purged), days)
+                await self.purge_expired()
             except Exception:
                 logger.exception("retention purge failed")
             await asyncio.sleep(RETENTION_SWEEP_SECONDS)
