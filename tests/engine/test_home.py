@@ -100,7 +100,7 @@ def test_dump_toml_round_trips():
 def test_stray_dotenv_and_project_config_are_refused(tmp_path):
     require_clean_working_directory(tmp_path)
     (tmp_path / ".env").write_text("X=1\n")
-    with pytest.raises(ConfigurationError, match=".env"):
+    with pytest.raises(ConfigurationError, match=r"\.env"):
         require_clean_working_directory(tmp_path)
     project = tmp_path / "project"
     (project / ".pipelex").mkdir(parents=True)
