@@ -195,7 +195,8 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "content": {"application/problem+json": {}}, "description": description}
     for status, description in {
         401: "Missing, invalid or expired credentials",
-        409: "Idempotency conflict",
+        404: "No such run (or not the caller's)",
+        409: "Conflict: idempotency key reused, run already ended or still running",
         413: "Request body too large",
         422: "Invalid request, bundle or inputs",
         429: "Provider rate limit",
