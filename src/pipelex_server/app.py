@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pipelex_server import __version__
 from pipelex_server.api.deps import Services
 from pipelex_server.api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
-from pipelex_server.api.routes import build, health, pipeline, runs, validate
+from pipelex_server.api.routes import health, pipeline, runs, validate
 from pipelex_server.engine.runtime import Engine
 from pipelex_server.errors import PROBLEM_CONTENT_TYPE, ApiProblem, internal_error
 from pipelex_server.runs.service import RunService
@@ -71,9 +71,7 @@ def _install_error_handlers(app: FastAPI) -> None:
             return _problem_response(
                 ApiProblem(status=422, code="request.malformed", detail="The request body is not valid JSON."), request
             )
-        code = {404: "route.not_found", 405: "route.method_not_allowed", 415: "request.unsupported_media_type"}.get(
-            exc.status_code, "request.invalid"
-        )
+        code = {404: "route.not_found", 405: "route.method_not_allowed"}.get(exc.status_code, "request.invalid")
         return _problem_response(ApiProblem(status=exc.status_code, code=code, detail=str(exc.detail)), request)
 
     @app.exception_handler(Exception)
@@ -115,7 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json",
     )
     _install_error_handlers(app)
-    for router in (health.router, pipeline.router, validate.router, runs.router, build.router):
+    for router in (health.router, pipeline.router, validate.router, runs.router):
         app.include_router(router)
     if settings.cors_allow_origins:
         app.add_middleware(

@@ -35,7 +35,10 @@ SERVER_CODES: dict[str, tuple[int, str, bool]] = {
     "server.not_ready": (503, "The server is still starting", False),
     "route.not_found": (404, "No such route", False),
     "route.method_not_allowed": (405, "Method not allowed on this route", False),
-    "request.unsupported_media_type": (415, "The request body must be JSON", False),
+    "callback.secret_missing": (422, "Callbacks need a signing secret", False),
+    "callback.url_refused": (422, "A callback URL was refused", False),
+    "callback.none": (409, "The run has no callbacks", False),
+    "run.not_terminal": (409, "The run has not ended", False),
 }
 
 

@@ -50,9 +50,14 @@ class VettedUrl:
         return pinned_url, {"Host": host_header}, extensions
 
 
-def is_public_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+def _unmapped(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+        return address.ipv4_mapped
+    return address
+
+
+def is_public_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    address = _unmapped(address)
     if address in METADATA_ADDRESSES:
         return False
     return not (
@@ -105,6 +110,8 @@ async def vet_url(url: str, *, allow_private: bool) -> VettedUrl:
                     candidates.append(address)
     if not candidates:
         raise UrlRefused(f"the host {host!r} does not resolve")
+    if any(_unmapped(address) in METADATA_ADDRESSES for address in candidates):
+        raise UrlRefused(f"the host {host!r} resolves to a cloud metadata address")  # never allowed, even for private hosts
     if not allow_private:
         refused = [address for address in candidates if not is_public_address(address)]
         if refused:

@@ -13,6 +13,7 @@ import socket
 from typing import Any
 
 import uvicorn
+import uvicorn.supervisors.multiprocess as uvicorn_multiprocess
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from pipelex_server.lifecycle import SHUTTING_DOWN
@@ -52,6 +53,11 @@ class Server(uvicorn.Server):
     def handle_exit(self, sig: int, frame: Any) -> None:
         SHUTTING_DOWN.set()
         super().handle_exit(sig, frame)
+
+
+# `--workers N`: uvicorn's supervisor builds each worker's server from this module global. Worker processes import
+# this module when they unpickle the config (it names our HTTP protocol class), so they run our subclass too.
+uvicorn_multiprocess.Server = Server  # type: ignore[misc]
 
 
 def serve(*, host: str, port: int, workers: int = 1, log_level: str = "info") -> None:

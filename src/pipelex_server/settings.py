@@ -37,7 +37,7 @@ def _split_csv(value: object) -> object:
 class Settings(BaseSettings):
     """Every knob of the server. Built explicitly by tests; from the environment by the CLI."""
 
-    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False, env_ignore_empty=True)
 
     host: str = "127.0.0.1"
     port: int = Field(default=8081, ge=1, le=65535)
@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     callback_allow_private_hosts: bool = False
     fetch_allow_private_hosts: bool = False
     callback_max_attempts: int = Field(default=8, ge=1, le=20)
-    callback_backoff_seconds: float = Field(default=5.0, gt=0)
+    callback_backoff_seconds: float = Field(default=30.0, gt=0)
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
     output_inline_max_bytes: int = Field(default=1024 * 1024, ge=0)
     run_retention_days: float | None = Field(default=None, gt=0)
@@ -110,10 +110,12 @@ class Settings(BaseSettings):
             raise ConfigurationError("AUTH_MODE=jwt needs JWT_SECRET_KEY")
         if self.trust_forwarded_identity_headers and self.auth_mode is not AuthMode.NONE:
             raise ConfigurationError("TRUST_FORWARDED_IDENTITY_HEADERS=true is only allowed with AUTH_MODE=none")
-        if self.execution_mode is ExecutionMode.TEMPORAL and not self.temporal_address:
-            raise ConfigurationError("EXECUTION_MODE=temporal needs TEMPORAL_ADDRESS")
-        if self.storage_backend is StorageBackend.S3 and not self.s3_bucket:
-            raise ConfigurationError("STORAGE_BACKEND=s3 needs S3_BUCKET")
+        if self.execution_mode is ExecutionMode.TEMPORAL:
+            raise ConfigurationError("EXECUTION_MODE=temporal is not available in this version yet; use inprocess")
+        if self.storage_backend is StorageBackend.S3:
+            raise ConfigurationError("STORAGE_BACKEND=s3 is not available in this version yet; use local")
+        if self.completion_callback_secret is not None and not self.completion_callback_secret.get_secret_value().strip():
+            raise ConfigurationError("COMPLETION_CALLBACK_SECRET is set but empty")
         return self
 
     @property

@@ -109,6 +109,8 @@ async def test_forwarded_identity(make_app):
         {"auth_mode": "jwt"},
         {"auth_mode": "api_key", "api_key": "k", "trust_forwarded_identity_headers": True},
         {"execution_mode": "temporal"},
+        {"storage_backend": "s3"},
+        {"completion_callback_secret": "  "},
     ],
 )
 def test_unsafe_configuration_stops_the_boot(values, tmp_path):

@@ -69,6 +69,23 @@ async def test_attempts_stop_at_the_configured_maximum(callback_app):
     assert record["attempts"] == 4 and record["delivered_at"] is None and record["last_status"] == 503
 
 
+async def test_redeliver_grants_a_fresh_budget_after_the_attempts_ran_out(callback_app):
+    with Receiver(fail_first=4, fail_status=500) as receiver:
+        run_id = (await callback_app.client.post(START, json=seed_request(callback_urls=[receiver.url], dry_run=True))).json()[
+            "pipeline_run_id"
+        ]
+        await asyncio.to_thread(receiver.wait_for, 4)
+        await callback_app.services.runs.deliverer.wait_attempts_recorded(4)
+        assert (await callback_app.client.post(f"/api/v1/runs/{run_id}/callbacks/redeliver")).status_code == 202
+        deliveries = await asyncio.to_thread(receiver.wait_for, 5)
+        await callback_app.services.runs.deliverer.wait_attempts_recorded(5)
+    assert deliveries[4].status == 200
+    record = (await callback_app.client.get(f"/api/v1/runs/{run_id}")).json()["callbacks"][0]
+    assert record["attempts"] == 5 and record["delivered_at"] is not None
+    listed = (await callback_app.client.get("/api/v1/runs")).json()["runs"]
+    assert next(run for run in listed if run["pipeline_run_id"] == run_id)["callbacks"][0]["attempts"] == 5
+
+
 async def test_redeliver_sends_again(callback_app):
     with Receiver() as receiver:
         run_id = (await callback_app.client.post(START, json=seed_request(callback_urls=[receiver.url], dry_run=True))).json()[
@@ -88,6 +105,13 @@ async def test_callbacks_without_a_secret_are_refused_and_create_no_run(make_app
     assert response.status_code == 422
     assert response.json()["code"] == "callback.secret_missing"
     assert (await app.client.get("/api/v1/runs")).json()["runs"] == []
+
+
+async def test_metadata_addresses_are_refused_even_when_private_hosts_are_allowed(callback_app):
+    response = await callback_app.client.post(
+        START, json=seed_request(callback_urls=["http://169.254.169.254/latest/meta-data"], dry_run=True)
+    )
+    assert response.status_code == 422 and response.json()["code"] == "callback.url_refused"
 
 
 @pytest.mark.parametrize(

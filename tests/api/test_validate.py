@@ -26,6 +26,12 @@ async def test_pipe_code_narrows_the_structures(client):
     assert list(verdict["pipe_structures"]) == ["menus.draft_card"]
 
 
+async def test_an_unknown_pipe_code_is_a_failed_verdict(client):
+    verdict = (await client.post(VALIDATE, json={"mthds_contents": [SEED_BUNDLE], "pipe_code": "ghost"})).json()
+    assert verdict["success"] is False
+    assert verdict["errors"][0]["code"] == "request.pipe_not_found"
+
+
 async def test_unparsable_toml_is_a_200_verdict_with_located_errors(client):
     response = await client.post(VALIDATE, json={"mthds_contents": ['domain = "x"\n[pipe.a\n']})
     assert response.status_code == 200

@@ -37,6 +37,8 @@ def test_backends_need_all_their_variables():
     assert plan_inference({"AZURE_API_KEY": "k"}).enabled == ()
     assert plan_inference({"AZURE_API_KEY": "k", "AZURE_API_BASE": "b", "AZURE_API_VERSION": "v"}).enabled == ("azure_openai",)
     assert plan_inference({"AWS_REGION": "eu-west-1", "AWS_ACCESS_KEY_ID": "x"}).enabled == ()  # S3 keys never enable Bedrock
+    assert plan_inference({"AWS_REGION": "eu-west-1", "BEDROCK_ENABLED": "false"}).enabled == ()
+    assert plan_inference({"AWS_REGION": "eu-west-1", "BEDROCK_ENABLED": "true"}).enabled == ("bedrock",)
 
 
 def test_two_providers_keep_the_shipped_defaults_and_non_llm_backends_do_not_count():

@@ -160,6 +160,11 @@ class ValidateResponse(BaseModel):
     pipelex_bundle_blueprint: dict[str, Any] | None
     pipe_structures: dict[str, Any]
     graph_spec: dict[str, Any] | None
+    warnings: list[Any] = Field(default_factory=list)
+    validated_pipes: list[dict[str, Any]] = Field(default_factory=list, description="Each pipe's dry-run outcome")
+    pending_signatures: list[str] = Field(default_factory=list, description="Pipes still declared as signatures")
+    is_runnable: bool | None = Field(default=None, description="False while signatures are pending")
+    problem: dict[str, Any] | None = Field(default=None, description="The problem document of an invalid bundle")
 
 
 class Problem(BaseModel):

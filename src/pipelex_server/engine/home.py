@@ -103,7 +103,10 @@ def plan_inference(env: Mapping[str, str], *, openai_base_url: str | None = None
     """Decide the enabled backends from credentials present in ``env``."""
 
     def present(name: str) -> bool:
-        return bool(env.get(name, "").strip())
+        value = env.get(name, "").strip()
+        if name == "BEDROCK_ENABLED":  # a switch, not a credential
+            return value.lower() in ("1", "true", "yes", "on")
+        return bool(value)
 
     enabled = [name for name, needed in BACKEND_CREDENTIALS.items() if all(present(var) for var in needed)]
     base_url = openai_base_url or env.get("OPENAI_BASE_URL", "").strip() or None

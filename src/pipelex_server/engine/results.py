@@ -62,6 +62,16 @@ def shape_validation(report: Any, *, pipe_code: str | None) -> dict[str, Any]:
     structures = _pipe_structures(dump)
     if pipe_code:
         structures = {ref: value for ref, value in structures.items() if ref == pipe_code or ref.endswith("." + pipe_code)}
+        if not structures:
+            detail = f"The bundle declares no pipe {pipe_code!r}."
+            return {
+                "success": False,
+                "message": detail,
+                "errors": [{"code": "request.pipe_not_found", "detail": detail, "location": None}],
+                "pipelex_bundle_blueprint": dump.get("bundle_blueprint"),
+                "pipe_structures": {},
+                "graph_spec": None,
+            }
     runnable = bool(dump.get("is_runnable", True))
     return {
         "success": bool(dump.get("is_valid", True)),

@@ -26,9 +26,9 @@ from pipelex_server.store.repository import RunRepository, utcnow
 
 logger = logging.getLogger(__name__)
 
-# Attempt n (1-based) waits CALLBACK_BACKOFF_SECONDS * 4**(n-1) after the previous one, capped at 6 h:
-# with the defaults (5 s, 8 attempts) the last attempt comes ~17 h after the first.
-BACKOFF_MAX_SECONDS = 6 * 3600.0
+# Attempt n+1 comes CALLBACK_BACKOFF_SECONDS * 4**(n-1) after attempt n, each wait capped at 12 h: with the
+# defaults (30 s, 8 attempts) the waits are 30 s, 2 min, 8 min, 32 min, ~2 h, ~8.5 h, 12 h: ~23 h in all.
+BACKOFF_MAX_SECONDS = 12 * 3600.0
 DELIVERY_TIMEOUT_SECONDS = 10.0
 DELIVERY_LEASE_SECONDS = 60.0
 
@@ -127,7 +127,7 @@ class CallbackDeliverer:
         values: dict[str, Any] = {"attempts": attempts, "last_status": status, "last_error": error}
         if delivered:
             values.update(delivered_at=utcnow(), next_attempt_at=None)
-        elif document is None or attempts >= self.settings.callback_max_attempts:
+        elif document is None or attempts >= int(delivery["max_attempts"]):
             values["next_attempt_at"] = None
             logger.warning("callback to %s for run %s abandoned after %d attempts", delivery["url"], run_id, attempts)
         else:

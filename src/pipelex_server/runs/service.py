@@ -272,8 +272,9 @@ class RunService:
         now = utcnow()
         run_id = run_id or str(uuid.uuid4())
         fingerprint = request.fingerprint()
-        # Take a free slot right away (no suspension when one is free): the run is inserted RUNNING, one write less.
-        slot = not self._slots.locked()
+        # /execute takes a free slot right away (no suspension when one is free): inserted RUNNING, one write less.
+        # /start answers STARTED (accepted) and the run moves to RUNNING in the background.
+        slot = kind == "execute" and not self._slots.locked()
         if slot:
             await self._slots.acquire()
         state = "RUNNING" if slot else "STARTED"
@@ -297,7 +298,9 @@ class RunService:
         if slot:
             first_events.append(numbered(run_id, 2, "state", {"pipeline_state": "RUNNING"}))
         try:
-            inserted = await self.repository.insert_run(row, events=first_events, callback_urls=request.callback_urls)
+            inserted = await self.repository.insert_run(
+                row, events=first_events, callback_urls=request.callback_urls, max_attempts=self.settings.callback_max_attempts
+            )
         except BaseException:
             if slot:
                 self._slots.release()
@@ -486,7 +489,8 @@ class RunService:
             )
         except InvalidCursor as exc:
             raise ApiProblem(status=422, code="request.invalid", detail="The cursor is not one this server gave.") from exc
-        return {"runs": [run_document(row) for row in rows], "next_cursor": next_cursor}
+        deliveries = await self.repository.deliveries_of_runs([row["id"] for row in rows])
+        return {"runs": [run_document(row, deliveries.get(row["id"], [])) for row in rows], "next_cursor": next_cursor}
 
     async def follow_events(self, *, caller: Caller, run_id: str, after_seq: int) -> AsyncIterator[Event | None]:
         await self._owned(caller, run_id)
@@ -494,7 +498,7 @@ class RunService:
 
     async def _callback_document(self, run_id: str) -> dict[str, Any] | None:
         row = await self.repository.get(run_id)
-        return run_document(row) if row else None
+        return run_document(row, await self.repository.deliveries_of(run_id)) if row else None
 
     # ---------------------------------------------------------------- cancel / delete / redeliver
 
@@ -562,7 +566,7 @@ class RunService:
         row = await self._owned(caller, run_id)
         if row["state"] not in TERMINAL_STATES:
             raise ApiProblem(status=409, code="run.not_terminal", detail="The run has not ended: there is nothing to deliver yet.")
-        if not await self.repository.schedule_deliveries(run_id, utcnow(), reset=True):
+        if not await self.repository.schedule_deliveries(run_id, utcnow(), reset=True, extra_attempts=self.settings.callback_max_attempts):
             raise ApiProblem(status=409, code="callback.none", detail="The run has no callback_urls.")
         self.deliverer.wake()
         return await self.get_document(caller=caller, run_id=run_id)

@@ -61,7 +61,9 @@ class RunRepository:
 
     # ---------------------------------------------------------------- runs
 
-    async def insert_run(self, row: dict[str, Any], *, events: Sequence[Event] = (), callback_urls: Sequence[str] = ()) -> bool:
+    async def insert_run(
+        self, row: dict[str, Any], *, events: Sequence[Event] = (), callback_urls: Sequence[str] = (), max_attempts: int = 8
+    ) -> bool:
         """Insert a new run with its first events and pending deliveries; False when the id exists already."""
         try:
             async with self.engine.begin() as connection:
@@ -70,7 +72,10 @@ class RunRepository:
                 if callback_urls:
                     await connection.execute(
                         deliveries.insert(),
-                        [{"run_id": row["id"], "position": index, "url": url, "attempts": 0} for index, url in enumerate(callback_urls)],
+                        [
+                            {"run_id": row["id"], "position": index, "url": url, "attempts": 0, "max_attempts": max_attempts}
+                            for index, url in enumerate(callback_urls)
+                        ],
                     )
         except IntegrityError:
             return False
@@ -247,10 +252,23 @@ class RunRepository:
             result = await connection.execute(sa.select(deliveries).where(deliveries.c.run_id == run_id).order_by(deliveries.c.position))
             return [dict(row) for row in result.mappings()]
 
-    async def schedule_deliveries(self, run_id: str, when: datetime, *, reset: bool = False) -> int:
+    async def deliveries_of_runs(self, run_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        found: dict[str, list[dict[str, Any]]] = {}
+        if not run_ids:
+            return found
+        async with self.engine.connect() as connection:
+            result = await connection.execute(
+                sa.select(deliveries).where(deliveries.c.run_id.in_(list(run_ids))).order_by(deliveries.c.position)
+            )
+            for row in result.mappings():
+                found.setdefault(row["run_id"], []).append(dict(row))
+        return found
+
+    async def schedule_deliveries(self, run_id: str, when: datetime, *, reset: bool = False, extra_attempts: int = 0) -> int:
         values: dict[str, Any] = {"next_attempt_at": when}
         if reset:
-            values.update(delivered_at=None, lease_owner=None, lease_expires_at=None)
+            # a redelivery grants a fresh budget of attempts on top of those already made (all stay counted)
+            values.update(delivered_at=None, lease_owner=None, lease_expires_at=None, max_attempts=deliveries.c.attempts + extra_attempts)
         statement = sa.update(deliveries).where(deliveries.c.run_id == run_id)
         if not reset:
             statement = statement.where(deliveries.c.delivered_at.is_(None))

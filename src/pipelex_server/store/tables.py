@@ -77,6 +77,7 @@ deliveries = sa.Table(
     sa.Column("position", sa.Integer, nullable=False),
     sa.Column("url", sa.String(2048), nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("max_attempts", sa.Integer, nullable=False, default=8),
     sa.Column("last_status", sa.Integer),
     sa.Column("last_error", sa.String(512)),
     sa.Column("delivered_at", UtcDateTime),

@@ -58,6 +58,7 @@ def upgrade() -> None:
         sa.Column("position", sa.Integer, nullable=False),
         sa.Column("url", sa.String(2048), nullable=False),
         sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("max_attempts", sa.Integer, nullable=False, server_default="8"),
         sa.Column("last_status", sa.Integer),
         sa.Column("last_error", sa.String(512)),
         sa.Column("delivered_at", UtcDateTime),
