@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pipelex_server import __version__
 from pipelex_server.api.deps import Services
 from pipelex_server.api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
-from pipelex_server.api.routes import health, pipeline, runs, validate
+from pipelex_server.api.routes import build, health, pipeline, runs, validate
 from pipelex_server.engine.runtime import Engine
 from pipelex_server.errors import PROBLEM_CONTENT_TYPE, ApiProblem, internal_error
 from pipelex_server.runs.service import RunService
@@ -113,7 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json",
     )
     _install_error_handlers(app)
-    for router in (health.router, pipeline.router, validate.router, runs.router):
+    for router in (health.router, pipeline.router, validate.router, runs.router, build.router):
         app.include_router(router)
     if settings.cors_allow_origins:
         app.add_middleware(
