@@ -17,9 +17,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pipelex_server import __version__
 from pipelex_server.api.deps import Services
 from pipelex_server.api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
-from pipelex_server.api.routes import build, health, pipeline, runs, validate
+from pipelex_server.api.routes import build, health, pipeline, protocol, runs, validate
 from pipelex_server.engine.runtime import Engine
-from pipelex_server.errors import PROBLEM_CONTENT_TYPE, ApiProblem, internal_error
+from pipelex_server.errors import PROBLEM_CONTENT_TYPE, ApiProblem, internal_error, validation_problem
 from pipelex_server.runs.service import RunService
 from pipelex_server.settings import Settings
 from pipelex_server.store.db import make_engine, migrate
@@ -38,24 +38,6 @@ def _problem_response(problem: ApiProblem, request: Request) -> JSONResponse:
     )
 
 
-def _validation_problem(exc: RequestValidationError) -> ApiProblem:
-    errors = []
-    malformed = False
-    for error in exc.errors():
-        if error.get("type") == "json_invalid":
-            malformed = True
-        location = [str(part) for part in error.get("loc", ())]
-        errors.append({"code": "request.invalid", "detail": str(error.get("msg")), "location": {"path": location}})
-    if malformed:
-        return ApiProblem(status=422, code="request.malformed", detail="The request body is not valid JSON.", errors=errors)
-    reserved = [item for item in errors if "reserved key" in item["detail"]]
-    if reserved:
-        return ApiProblem(
-            status=422, code="input.reserved_key", detail=reserved[0]["detail"].removeprefix("Value error, "), errors=reserved
-        )
-    return ApiProblem(status=422, code="request.invalid", detail="The request does not match the route's schema.", errors=errors)
-
-
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiProblem)
     async def _api_problem(request: Request, exc: ApiProblem) -> JSONResponse:
@@ -63,7 +45,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _problem_response(_validation_problem(exc), request)
+        return _problem_response(validation_problem(exc.errors()), request)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -113,7 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json",
     )
     _install_error_handlers(app)
-    for router in (health.router, pipeline.router, validate.router, runs.router, build.router):
+    for router in (health.router, pipeline.router, validate.router, runs.router, build.router, protocol.router):
         app.include_router(router)
     if settings.cors_allow_origins:
         app.add_middleware(

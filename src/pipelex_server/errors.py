@@ -6,6 +6,7 @@ translates a runtime error into it), and the app's exception handlers render it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -128,3 +129,22 @@ def problem_response_bytes(problem: ApiProblem, *, request_id: str | None) -> tu
         *[(name.lower().encode(), value.encode()) for name, value in problem.headers.items()],
     ]
     return body, headers
+
+
+def validation_problem(validation_errors: Sequence[Mapping[str, Any]]) -> ApiProblem:
+    """A request that failed schema validation (FastAPI's error list) as one problem document."""
+    errors = []
+    malformed = False
+    for error in validation_errors:
+        if error.get("type") == "json_invalid":
+            malformed = True
+        location = [str(part) for part in error.get("loc", ())]
+        errors.append({"code": "request.invalid", "detail": str(error.get("msg")), "location": {"path": location}})
+    if malformed:
+        return ApiProblem(status=422, code="request.malformed", detail="The request body is not valid JSON.", errors=errors)
+    reserved = [item for item in errors if "reserved key" in item["detail"]]
+    if reserved:
+        return ApiProblem(
+            status=422, code="input.reserved_key", detail=reserved[0]["detail"].removeprefix("Value error, "), errors=reserved
+        )
+    return ApiProblem(status=422, code="request.invalid", detail="The request does not match the route's schema.", errors=errors)

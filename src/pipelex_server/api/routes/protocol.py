@@ -1,0 +1,170 @@
+"""MTHDS Protocol compatibility routes (contract §7): adapters over the same run service and engine as /api/v1.
+
+A run started here is a run of the run store like any other (visible under /api/v1/runs, and the other way round).
+Problems raised under /v1 get the members a protocol reader requires (`domain`, `retry`, `next_step`), so the
+official clients raise errors that carry our code and detail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from mthds.protocol.models import ModelDeck, RunResultStart, ValidationResult, VersionInfo
+from mthds.runners.api.models import DictRunResultExecute
+
+from pipelex_server import __version__
+from pipelex_server.api import protocol_schemas as wire
+from pipelex_server.api.deps import CallerDep, RequestIdDep, ServicesDep
+from pipelex_server.api.schemas import PROBLEM_RESPONSES, RUN_ID_PATTERN
+from pipelex_server.errors import ApiProblem, validation_problem
+
+EVENT_PAGE = 500
+
+
+class ProtocolRoute(APIRoute):
+    """Completes every problem raised under /v1 for protocol readers; the app's handler still renders it."""
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def protocol_handler(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except ApiProblem as problem:
+                wire.complete_problem(problem)
+                raise
+            except RequestValidationError as exc:
+                problem = validation_problem(exc.errors())
+                wire.complete_problem(problem)
+                raise problem from exc
+
+        return protocol_handler
+
+
+router = APIRouter(prefix="/v1", tags=["mthds-protocol"], route_class=ProtocolRoute)
+
+RunId = Annotated[str, Path(pattern=RUN_ID_PATTERN, description="The run's pipeline_run_id")]
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)]
+
+
+@router.post("/execute", response_model=DictRunResultExecute, responses=PROBLEM_RESPONSES, summary="MTHDS: run a method and wait")
+async def execute(
+    body: wire.ProtocolRunRequest,
+    services: ServicesDep,
+    caller: CallerDep,
+    request_id: RequestIdDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
+    wire.refuse_unknown_extensions(body)
+    request = wire.to_run_request(body, wire.bundle_contents(body.files, body.mthds_contents))
+    run_id = wire.run_id_for(body, idempotency_key)
+    answer = await services.runs.execute(caller=caller, request=request, run_id=run_id, request_id=request_id)
+    return JSONResponse(wire.execute_answer(answer))
+
+
+@router.post(
+    "/start",
+    status_code=202,
+    response_model=RunResultStart,
+    responses=PROBLEM_RESPONSES,
+    summary="MTHDS: check a method, then run it in the background; follow it under /v1/runs/{id}",
+)
+async def start(
+    body: wire.ProtocolRunRequest,
+    services: ServicesDep,
+    caller: CallerDep,
+    request_id: RequestIdDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
+    wire.refuse_unknown_extensions(body)
+    request = wire.to_run_request(body, wire.bundle_contents(body.files, body.mthds_contents))
+    run_id = wire.run_id_for(body, idempotency_key)
+    answer = await services.runs.start(caller=caller, request=request, run_id=run_id, request_id=request_id)
+    run_id = answer["pipeline_run_id"]
+    return JSONResponse(wire.start_answer(answer), status_code=202, headers={"Location": f"/v1/runs/{run_id}/status"})
+
+
+@router.post(
+    "/validate",
+    response_model=ValidationResult,
+    responses=PROBLEM_RESPONSES,
+    summary="MTHDS: validate a method; a 200 verdict (is_valid) for any text, unparsable TOML included",
+)
+async def validate(body: wire.ProtocolValidateRequest, services: ServicesDep, _caller: CallerDep) -> Any:
+    wire.refuse_unknown_extensions(body, ignored=tuple(body.model_extra or ()))
+    contents = wire.bundle_contents(body.files, body.mthds_contents)
+    if not contents:
+        raise ApiProblem(status=422, code="request.invalid", detail="Send the method to validate as files.", params={"field": "files"})
+    await services.engine.wait_ready()
+    verdict = await services.engine.validate(mthds_contents=contents, pipe_code=body.pipe_code)
+    return JSONResponse(wire.validate_answer(verdict, markdown="markdown" in (body.render or [])))
+
+
+@router.get("/models", response_model=ModelDeck, responses=PROBLEM_RESPONSES, summary="MTHDS: the model deck, optionally one category")
+async def models(
+    services: ServicesDep,
+    _caller: CallerDep,
+    category: Annotated[str | None, Query(alias="type", max_length=64)] = None,
+) -> Any:
+    wanted = wire.parse_category(category)
+    await services.engine.wait_ready()
+    return wire.models_answer(await services.engine.models(), wanted)
+
+
+@router.get("/version", response_model=VersionInfo, summary="MTHDS: protocol and server versions (public)")
+async def version(services: ServicesDep) -> Any:
+    return wire.version_answer(implementation_version=__version__, versions=services.engine.versions())
+
+
+@router.get(
+    "/runs/{run_id}/status",
+    response_model=wire.ProtocolRunRead,
+    responses=PROBLEM_RESPONSES,
+    summary="A run's status in the SDK's words (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMED_OUT, TERMINATED)",
+)
+async def run_status(services: ServicesDep, caller: CallerDep, run_id: RunId) -> Any:
+    return wire.status_answer(await services.runs.get_document(caller=caller, run_id=run_id))
+
+
+@router.get(
+    "/runs/{run_id}/results",
+    response_model=wire.ProtocolRunResults,
+    responses={**PROBLEM_RESPONSES, 202: {"description": "The run has not ended; read again after Retry-After"}},
+    summary="A run's results: 200 when COMPLETED, 202 while it runs, 409 run.failed when it ended otherwise",
+)
+async def run_results(
+    services: ServicesDep,
+    caller: CallerDep,
+    run_id: RunId,
+    artifacts: Annotated[str | None, Query(max_length=256, description="Comma-separated result artifacts to read")] = None,
+) -> Any:
+    selection = wire.parse_artifacts(artifacts)
+    document = await services.runs.get_document(caller=caller, run_id=run_id)
+    if wire.protocol_status(document["pipeline_state"]) in ("PENDING", "RUNNING"):
+        retry = str(wire.RESULTS_RETRY_AFTER_SECONDS)
+        return JSONResponse(wire.start_answer(document), status_code=202, headers={"Retry-After": retry})
+    if document["pipeline_state"] != "COMPLETED":
+        raise wire.run_failed_problem(document)
+    return JSONResponse(wire.results_answer(document, selection))
+
+
+@router.get(
+    "/runs/{run_id}/progress",
+    response_model=wire.ProtocolRunProgress,
+    responses=PROBLEM_RESPONSES,
+    summary="A run's progress snapshot: every pipe invocation so far, projected from the run's events",
+)
+async def run_progress(services: ServicesDep, caller: CallerDep, run_id: RunId) -> Any:
+    document = await services.runs.get_document(caller=caller, run_id=run_id)  # authorizes: 404 for another's run
+    events: list[dict[str, Any]] = []
+    while True:
+        page = await services.repository.events_after(run_id, events[-1]["seq"] if events else 0, limit=EVENT_PAGE)
+        events += page
+        if len(page) < EVENT_PAGE:
+            break
+    return wire.progress_answer(document, events)
