@@ -137,3 +137,23 @@ async def test_execute_records_runs_in_the_configured_store(database_url, make_a
     row = await repository.get(response.json()["pipeline_run_id"])
     assert row["state"] == "COMPLETED" and row["caller_id"] == Caller(id="shared").id
     assert row["created_at"].tzinfo is not None
+
+
+async def test_concurrent_migrations_of_one_sqlite_file_both_succeed(tmp_path):
+    """Several processes (workers) booting on a fresh SQLite file migrate it at the same moment."""
+    import subprocess
+    import sys
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'race.sqlite3'}"
+    code = (
+        "import asyncio, sys\n"
+        "from pipelex_server.store.db import make_engine, migrate\n"
+        "async def main():\n"
+        "    engine = make_engine(sys.argv[1])\n"
+        "    await migrate(engine)\n"
+        "    await engine.dispose()\n"
+        "asyncio.run(main())\n"
+    )
+    processes = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE) for _ in range(4)]
+    results = [(process.wait(timeout=60), process.stderr.read().decode()) for process in processes]
+    assert all(code == 0 for code, _ in results), results

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +46,25 @@ def _upgrade(connection: Connection) -> None:
 
 
 async def migrate(engine: AsyncEngine) -> None:
-    """Apply every pending migration (idempotent; safe to race: PostgreSQL serializes on an advisory lock)."""
+    """Apply every pending migration. Idempotent, and safe when several processes boot at once: PostgreSQL
+    serializes them on an advisory lock, SQLite on an exclusive lock file beside the database."""
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    async with engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            await connection.exec_driver_sql("SELECT pg_advisory_xact_lock(727274)")
-        await connection.run_sync(_upgrade)
+    with _sqlite_migration_lock(engine):
+        async with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                await connection.exec_driver_sql("SELECT pg_advisory_xact_lock(727274)")
+            await connection.run_sync(_upgrade)
+
+
+@contextlib.contextmanager
+def _sqlite_migration_lock(engine: AsyncEngine) -> Iterator[None]:
+    database = engine.url.database if engine.url.get_backend_name() == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.migrate.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # blocks the few ms another process needs to finish
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
