@@ -15,6 +15,7 @@ Usage::
     .venv/bin/python bench/bench_core.py            # full run
     .venv/bin/python bench/bench_core.py --quick    # smoke run
     .venv/bin/python bench/bench_core.py --profile  # also cProfile the in-process child (top functions)
+    .venv/bin/python bench/bench_core.py --workers 2  # serve --workers 2 (sequential (a) then rides one worker)
 
 Results are printed as a table and written to ``bench/results/core-<timestamp>.json``.
 Everything binds and talks to 127.0.0.1 only; every subprocess and temp dir is cleaned up on exit.
@@ -153,6 +154,68 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def loadavg() -> list[float]:
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+def fmt_load(values: list[float]) -> str:
+    return " / ".join(f"{v:.2f}" for v in values)
+
+
+def git_state() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return "unknown"
+
+    return {"commit": git("rev-parse", "--short", "HEAD"), "src_dirty": bool(git("status", "--porcelain", "src"))}
+
+
+class ForeignCpu:
+    """CPU used on this machine by processes outside this script's tree (other jobs), in cores, over an interval."""
+
+    def __init__(self) -> None:
+        self._t0 = time.perf_counter()
+        self._busy0 = self._busy()
+        self._own0 = self._own()
+        import psutil
+
+        self._steal0 = getattr(psutil.cpu_times(), "steal", 0.0)
+
+    @staticmethod
+    def _busy() -> float:
+        import psutil
+
+        t = psutil.cpu_times()
+        return t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
+
+    @staticmethod
+    def _own() -> float:
+        import psutil
+
+        me = psutil.Process()
+        t = me.cpu_times()
+        total = t.user + t.system + t.children_user + t.children_system  # waited-for children included
+        for child in me.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                ct = child.cpu_times()
+                total += ct.user + ct.system
+        return total
+
+    def cores(self) -> float:
+        wall = time.perf_counter() - self._t0
+        foreign = (self._busy() - self._busy0) - (self._own() - self._own0)
+        return round(max(0.0, foreign) / wall, 2) if wall > 0 else float("nan")
+
+    def steal(self) -> float:
+        """CPU the hypervisor took from this VM over the interval, in cores."""
+        import psutil
+
+        wall = time.perf_counter() - self._t0
+        return round((getattr(psutil.cpu_times(), "steal", 0.0) - self._steal0) / wall, 2) if wall > 0 else float("nan")
+
+
 def uncached_validate_body(n: int) -> dict[str, Any]:
     return {"mthds_contents": [f"{SEED_BUNDLE}# bench {n} {time.time_ns()}\n"]}
 
@@ -208,7 +271,10 @@ class RssMonitor(threading.Thread):
 
 
 class ServerProcess:
-    def __init__(self, *, stub_url: str, data_dir: Path, cwd: Path, log_path: Path, max_concurrent_runs: int = 64) -> None:
+    def __init__(
+        self, *, stub_url: str, data_dir: Path, cwd: Path, log_path: Path, max_concurrent_runs: int = 64, workers: int = 1
+    ) -> None:
+        self.workers = workers
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.env = clean_env(
@@ -236,6 +302,8 @@ class ServerProcess:
                 str(self.port),
                 "--log-level",
                 "warning",
+                "--workers",
+                str(self.workers),
             ],
             cwd=self.cwd,
             env=self.env,
@@ -268,6 +336,29 @@ class ServerProcess:
                         pass
                     time.sleep(0.02)
         return out
+
+    def wait_quiet(self, started: float, *, cpu_pct: float = 10.0, window: float = 0.5, timeout: float = 30.0) -> float:
+        """Wait until the server tree uses < ``cpu_pct`` % of one core over ``window`` s; seconds from spawn.
+
+        With ``--workers N`` the first 200 on /health/ready may come from one worker while another still imports;
+        the boot imports are CPU-heavy, so a quiet tree means every worker finished booting."""
+        import psutil
+
+        assert self.proc is not None
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            try:
+                root = psutil.Process(self.proc.pid)
+                procs = [root, *root.children(recursive=True)]
+                before = sum(p.cpu_times().user + p.cpu_times().system for p in procs)
+                time.sleep(window)
+                after = sum(p.cpu_times().user + p.cpu_times().system for p in procs)
+            except psutil.Error:
+                time.sleep(window)
+                continue
+            if (after - before) / window * 100.0 < cpu_pct:
+                return time.perf_counter() - started
+        return float("nan")
 
     def log_tail(self, lines: int = 40) -> str:
         with contextlib.suppress(OSError):
@@ -514,7 +605,12 @@ def print_table(results: dict[str, Any]) -> None:
     p = results["params"]
     print(
         f"params: requests={p['requests']} warmup={p['warmup']} concurrency={p['concurrent_total']}/{p['concurrency']} "
-        f"in flight, stub latency={p['latency_ms']} ms, validate n={p['validate_requests']}"
+        f"in flight, stub latency={p['latency_ms']} ms, validate n={p['validate_requests']}, workers={p['workers']}"
+    )
+    print(
+        f"load average (1/5/15 min): before {fmt_load(results['loadavg_before'])}, after {fmt_load(results['loadavg_after'])}; "
+        f"CPU used by other processes during the run: {results['foreign_cpu_cores']:.2f} cores, "
+        f"stolen by the hypervisor: {results['steal_cores']:.2f} cores"
     )
     rows: list[tuple[str, str, str, str]] = []
 
@@ -553,6 +649,8 @@ def print_table(results: dict[str, Any]) -> None:
     rows.append(
         ("(d) boot: spawn -> /health/ready 200", f"{boot['ready_s']:.2f} s", "<= 6 s", verdict(boot["ready_s"], TARGETS["boot_ready_s"]))
     )
+    if not (boot.get("quiet_s") != boot.get("quiet_s")):  # not NaN
+        rows.append(("(d) boot: spawn -> server tree CPU-quiet (all workers up)", f"{boot['quiet_s']:.2f} s", "", ""))
     rows.append(("(e) peak RSS, server process tree", f"{results['peak_rss_mib']:.1f} MiB", "", ""))
 
     widths = [max(len(r[i]) for r in [*rows, ("metric", "value", "target", "verdict")]) for i in range(4)]
@@ -605,6 +703,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrent-total", type=int, default=None, help="total requests for (b) (default 4 x concurrency)")
     parser.add_argument("--latency-ms", type=int, default=500, help="stub latency for (b) (default 500)")
     parser.add_argument("--validate-requests", type=int, default=None, help="requests per validate variant (default 100; quick 10)")
+    parser.add_argument("--workers", type=int, default=1, help="server processes: pipelex-server serve --workers N (default 1)")
     parser.add_argument("--quick", action="store_true", help="smaller N for a smoke run")
     parser.add_argument("--profile", action="store_true", help="after the measured loop, cProfile N more in-process runs; print the top")
     parser.add_argument("--no-json", action="store_true", help="do not write bench/results/core-<timestamp>.json")
@@ -643,6 +742,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, Any] = {
         "machine": machine_info(),
+        "git": git_state(),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "params": {
             "requests": args.requests,
@@ -651,12 +751,16 @@ def main(argv: list[str] | None = None) -> int:
             "concurrent_total": args.concurrent_total,
             "latency_ms": args.latency_ms,
             "validate_requests": args.validate_requests,
+            "workers": args.workers,
             "quick": args.quick,
         },
+        "loadavg_before": loadavg(),
         "targets": TARGETS,
     }
+    foreign = ForeignCpu()
     m = results["machine"]
     print(f"machine: {m['cpu']} | {m['cores']} cores | Python {m['python']} | pipelex {m['pipelex']}", flush=True)
+    print(f"workers: {args.workers} | load average before: {fmt_load(results['loadavg_before'])}", flush=True)
 
     workdir = Path(tempfile.mkdtemp(prefix="pipelex-bench-core-"))
     stub = StubLLMProcess(latency_ms=0, python=sys.executable)
@@ -671,15 +775,22 @@ def main(argv: list[str] | None = None) -> int:
         server_data = workdir / "server-data"
         server_cwd.mkdir()
         server_data.mkdir()
-        server = ServerProcess(stub_url=stub.base_url, data_dir=server_data, cwd=server_cwd, log_path=workdir / "server.log")
+        server = ServerProcess(
+            stub_url=stub.base_url, data_dir=server_data, cwd=server_cwd, log_path=workdir / "server.log", workers=args.workers
+        )
 
         # (d) boot
         started = server.spawn()
         assert server.proc is not None
         monitor.watch(server.proc.pid)
         boot = server.wait_boot(started)
+        boot["quiet_s"] = server.wait_quiet(started)
         results["boot"] = {k: round(v, 3) for k, v in boot.items()}
-        print(f"(d) boot: /health {boot['health_s']:.2f} s, /health/ready {boot['ready_s']:.2f} s", flush=True)
+        print(
+            f"(d) boot: /health {boot['health_s']:.2f} s, /health/ready {boot['ready_s']:.2f} s, "
+            f"server tree quiet (all workers booted) {boot['quiet_s']:.2f} s",
+            flush=True,
+        )
 
         # (a) sequential over HTTP, 0 ms stub
         stub.configure(latency_ms=0)
@@ -729,6 +840,9 @@ def main(argv: list[str] | None = None) -> int:
             print("\n==== cProfile of N extra in-process runs (not the measured ones) ====")
             print(profile_summary(profile_out))
 
+        results["loadavg_after"] = loadavg()
+        results["foreign_cpu_cores"] = foreign.cores()
+        results["steal_cores"] = foreign.steal()
         results["anomalies"] = find_anomalies(results)
         print_table(results)
         if not args.no_json:
