@@ -128,6 +128,27 @@ def _warm_openai_response_parsing() -> None:
     construct_type(type_=Response, value=sample)
 
 
+def _call_arguments(
+    pipe_code: str | None,
+    mthds_contents: list[str] | None,
+    inputs: dict[str, Any] | None,
+    output_name: str | None,
+    output_multiplicity: Any,
+    dynamic_output_concept_ref: str | None,
+    request_id: str | None,
+) -> dict[str, Any]:
+    """The runtime's ``execute`` arguments for one request (the run and its setup check pass the same)."""
+    return {
+        "pipe_code": pipe_code,
+        "mthds_contents": mthds_contents or None,
+        "inputs": inputs or {},
+        "output_name": output_name,
+        "output_multiplicity": output_multiplicity,
+        "dynamic_output_concept_ref": dynamic_output_concept_ref,
+        "request_id": request_id,
+    }
+
+
 class _SetupChecked(Exception):
     """Raised by the setup-only pipe run once the job is built: the bundle and inputs are valid."""
 
@@ -402,21 +423,16 @@ class Engine:
 
         if not dry_run:
             self.refuse_live_if_unconfigured()
+        arguments = _call_arguments(
+            pipe_code, mthds_contents, inputs, output_name, output_multiplicity, dynamic_output_concept_ref, request_id
+        )
         router = PipeRouter(observer=ProgressObserver(progress)) if progress is not None else None
         pipe_run = PipeRun(pipe_router=router) if router is not None else None
         runner = self._runner(dry_run=dry_run, scope=scope, has_bundle=bool(mthds_contents), pipe_run=pipe_run)
         event_log = RunEventLog(progress)
         try:
             with runtime_hub.scoped_event_log(event_log), scoped_pipe_router(router) if router else contextlib.nullcontext():
-                result = await runner.execute(
-                    pipe_code=pipe_code,
-                    mthds_contents=mthds_contents or None,
-                    inputs=inputs or {},
-                    output_name=output_name,
-                    output_multiplicity=output_multiplicity,
-                    dynamic_output_concept_ref=dynamic_output_concept_ref,
-                    request_id=request_id,
-                )
+                result = await runner.execute(**arguments)
             return shape_outcome(result)
         except asyncio.CancelledError:
             raise
@@ -444,17 +460,12 @@ class Engine:
 
         if not dry_run:
             self.refuse_live_if_unconfigured()
+        arguments = _call_arguments(
+            pipe_code, mthds_contents, inputs, output_name, output_multiplicity, dynamic_output_concept_ref, request_id
+        )
         runner = self._runner(dry_run=dry_run, scope=scope, has_bundle=bool(mthds_contents), pipe_run=_SetupOnlyPipeRun())
         try:
-            await runner.execute(
-                pipe_code=pipe_code,
-                mthds_contents=mthds_contents or None,
-                inputs=inputs or {},
-                output_name=output_name,
-                output_multiplicity=output_multiplicity,
-                dynamic_output_concept_ref=dynamic_output_concept_ref,
-                request_id=request_id,
-            )
+            await runner.execute(**arguments)
         except _SetupChecked:
             return
         except asyncio.CancelledError:
