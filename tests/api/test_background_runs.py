@@ -53,6 +53,7 @@ async def test_events_tell_the_whole_story_in_order(client):
     started = [event["data"]["pipe_code"] for event in events if event["event"] == "pipe_started"]
     finished = [event["data"]["pipe_code"] for event in events if event["event"] == "pipe_finished"]
     assert started[0] == "write_card"
+    assert next(event for event in events if event["event"] == "pipe_started")["data"]["pipe_ref"] == "menus.write_card"
     assert set(finished) == {"write_card", "list_dishes", "draft_card", "polish_card"}
     assert all(event["data"]["pipeline_run_id"] == run_id and event["data"]["at"] for event in events)
     # resuming after an id replays only what came after it

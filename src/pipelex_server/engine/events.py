@@ -52,7 +52,13 @@ def _describe(pipe_job: Any) -> dict[str, Any]:
     pipe = pipe_job.pipe
     output = getattr(pipe, "output", None)
     concept = getattr(getattr(output, "concept", None), "concept_ref", None)
-    return {"pipe_code": pipe.code, "pipe_type": str(pipe.type), "output_concept": concept}
+    domain = getattr(pipe, "domain_code", None)
+    return {
+        "pipe_code": pipe.code,
+        "pipe_ref": f"{domain}.{pipe.code}" if domain else pipe.code,
+        "pipe_type": str(pipe.type),
+        "output_concept": concept,
+    }
 
 
 class ProgressObserver:
