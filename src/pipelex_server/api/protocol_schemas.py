@@ -437,7 +437,7 @@ def progress_answer(document: dict[str, Any], events: list[dict[str, Any]]) -> d
             pipe_ref = str(data.get("pipe_ref") or pipe_code)
             parent = next((inv for inv in reversed(open_invocations) if inv["pipe_type"] in _CHILD_SEGMENT), None)
             if parent is None:
-                path = pipe_ref
+                path = pipe_code
             else:
                 children[parent["path"]] = children.get(parent["path"], 0) + 1
                 path = f"{parent['path']}/{_CHILD_SEGMENT[parent['pipe_type']]}_{children[parent['path']]}"
