@@ -14,6 +14,8 @@ EXECUTE = "/api/v1/pipeline/execute"
         (429, 429, "provider.rate_limited"),
         (500, 502, "provider.failed"),
         (504, 504, "provider.timeout"),
+        (400, 502, "provider.failed"),
+        (422, 502, "provider.failed"),
     ],
 )
 async def test_provider_failure_becomes_a_problem_and_a_failed_run(client, stub, status, http_status, code):

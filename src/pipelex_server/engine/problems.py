@@ -13,6 +13,7 @@ from pipelex_server.errors import ApiProblem, internal_error
 
 logger = logging.getLogger(__name__)
 
+PROVIDER_SDK_MODULES = frozenset({"openai", "anthropic", "mistralai", "google", "groq", "instructor"})
 _KEPT_MEMBERS = ("location", "params", "next_step", "errors", "retry", "domain", "retry_after")
 
 
@@ -32,6 +33,30 @@ def registry_entry(code: str) -> tuple[int | None, str | None, str | None]:
     return spec.status, spec.title, spec.type_uri
 
 
+def _provider_refusal(exc: BaseException) -> ApiProblem | None:
+    """A provider SDK's 4xx answer the runtime did not classify (it calls it unexpected): a provider failure, 502.
+
+    It is neither the caller's input error nor the server's own bug, and a 500 would say the latter."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        status = getattr(current, "status_code", None)
+        module = type(current).__module__.split(".")[0]
+        if isinstance(status, int) and 400 <= status < 500 and module in PROVIDER_SDK_MODULES:
+            _status, title, type_uri = registry_entry("provider.failed")
+            return ApiProblem(
+                status=502,
+                code="provider.failed",
+                detail=f"The model provider refused the request (HTTP {status}).",
+                title=title,
+                type_uri=type_uri,
+                params={"status": status},
+            )
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def problem_from_exception(exc: BaseException, *, request_id: str | None) -> ApiProblem:
     """Translate anything the runtime raised. A non-runtime exception becomes a bare 500 (logged, never leaked)."""
     if isinstance(exc, ApiProblem):
@@ -46,6 +71,10 @@ def problem_from_exception(exc: BaseException, *, request_id: str | None) -> Api
         logger.exception("could not render the runtime's problem")
         return internal_error()
     code = str(document.get("code") or "runtime.unexpected")
+    if code == "runtime.unexpected":
+        refused = _provider_refusal(exc)
+        if refused is not None:
+            return refused
     status, title, type_uri = registry_entry(code)
     status = status or 500
     if status >= 500 and code.startswith(("runtime.", "pipelex.config")):
