@@ -7,7 +7,6 @@ Progress reaches the server as plain dicts, so nothing outside the engine sees a
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,9 +15,9 @@ from pipelex.observer.observer_protocol import PayloadKey, PayloadType
 from pipelex.tracing.in_memory_event_log import InMemoryEventLog
 from pipelex.tracing.trace_events import TraceEvent, UsageReportEvent
 
-logger = logging.getLogger(__name__)
+from pipelex_server.engine.runtime import ProgressSink
 
-ProgressSink = Callable[[str, dict[str, Any]], None]
+logger = logging.getLogger(__name__)
 
 
 class RunEventLog(InMemoryEventLog):

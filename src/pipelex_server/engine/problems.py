@@ -17,13 +17,6 @@ PROVIDER_SDK_MODULES = frozenset({"openai", "anthropic", "mistralai", "google", 
 _KEPT_MEMBERS = ("location", "params", "next_step", "errors", "retry", "domain", "retry_after")
 
 
-def registry_status(code: str) -> int | None:
-    parsed = parse_error_code(code)
-    if parsed is None:
-        return None
-    return error_code_spec(parsed).status
-
-
 def registry_entry(code: str) -> tuple[int | None, str | None, str | None]:
     """(status, title, type URI) the runtime registry gives a code, or Nones for a code it does not know."""
     parsed = parse_error_code(code)

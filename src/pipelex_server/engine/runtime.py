@@ -345,10 +345,6 @@ class Engine:
             _STATE.booted = False
             _STATE.plan = None
 
-    @property
-    def is_ready(self) -> bool:
-        return self.ready.is_set() and self.boot_error is None
-
     async def wait_ready(self, timeout: float = 60.0) -> None:
         if not self.ready.is_set():
             try:

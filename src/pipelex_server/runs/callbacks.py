@@ -65,13 +65,11 @@ class CallbackDeliverer:
         repository: RunRepository,
         owner: str,
         document_for: Callable[[str], Awaitable[dict[str, Any] | None]],
-        on_attempt: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
         self.repository = repository
         self.owner = owner
         self.document_for = document_for
-        self.on_attempt = on_attempt
         self._wake = asyncio.Event()
         self._recorded = asyncio.Condition()
         self.attempts_recorded = 0
@@ -136,8 +134,6 @@ class CallbackDeliverer:
         async with self._recorded:
             self.attempts_recorded += 1
             self._recorded.notify_all()
-        if self.on_attempt is not None:
-            self.on_attempt(run_id)
 
     async def wait_attempts_recorded(self, count: int, timeout: float = 30) -> None:
         """Wait until this process has recorded ``count`` attempts in all (for tests and tooling)."""

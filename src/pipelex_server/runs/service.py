@@ -98,15 +98,10 @@ class RunRequest:
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def engine_arguments(self) -> dict[str, Any]:
-        return {
-            "pipe_code": self.pipe_code,
-            "mthds_contents": self.mthds_contents,
-            "inputs": self.inputs,
-            "output_name": self.output_name,
-            "output_multiplicity": self.output_multiplicity,
-            "dynamic_output_concept_ref": self.dynamic_output_concept_ref,
-            "dry_run": self.dry_run,
-        }
+        """What the engine needs to run it: everything but the callbacks, which are the run service's."""
+        arguments = self.to_json()
+        del arguments["callback_urls"]
+        return arguments
 
 
 def iso(value: datetime | None) -> str | None:
