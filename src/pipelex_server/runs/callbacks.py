@@ -74,7 +74,11 @@ class CallbackDeliverer:
         self._recorded = asyncio.Condition()
         self.attempts_recorded = 0
         self._task: asyncio.Task[None] | None = None
-        self._client = httpx.AsyncClient(timeout=DELIVERY_TIMEOUT_SECONDS, follow_redirects=False, trust_env=False)
+        # no kept-alive connections: a pinned connection is keyed by IP, and a reused TLS connection would skip the
+        # certificate check for another host name on the same address
+        self._client = httpx.AsyncClient(
+            timeout=DELIVERY_TIMEOUT_SECONDS, follow_redirects=False, trust_env=False, limits=httpx.Limits(max_keepalive_connections=0)
+        )
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="callback-deliverer")
@@ -110,6 +114,18 @@ class CallbackDeliverer:
         if claimed:
             await asyncio.gather(*(self._attempt(delivery) for delivery in claimed))
         return len(claimed)
+
+    async def deliver_run(self, run_id: str) -> int:
+        """One attempt of each of the run's due deliveries (Temporal's callback activity); returns how many are
+        neither delivered nor out of attempts."""
+        claimed = await self.repository.claim_due_deliveries(self.owner, utcnow(), DELIVERY_LEASE_SECONDS, limit=100, run_id=run_id)
+        if claimed:
+            await asyncio.gather(*(self._attempt(delivery) for delivery in claimed))
+        return sum(
+            1
+            for delivery in await self.repository.deliveries_of(run_id)
+            if delivery["delivered_at"] is None and int(delivery["attempts"]) < int(delivery["max_attempts"])
+        )
 
     async def _attempt(self, delivery: dict[str, Any]) -> None:
         run_id = delivery["run_id"]
