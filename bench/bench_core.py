@@ -486,9 +486,13 @@ async def http_concurrent(base_url: str, *, total: int, in_flight: int) -> dict[
 
 async def _inprocess(stub_url: str, data_dir: Path, n: int, warmup: int, profile_path: str | None) -> dict[str, Any]:
     from pipelex_server.engine.runtime import Engine
+    from pipelex_server.fetch import Fetcher
     from pipelex_server.settings import Settings
+    from pipelex_server.storage.local import LocalObjectStore
 
-    engine = Engine(Settings(data_dir=data_dir, openai_base_url=stub_url))
+    store = LocalObjectStore(data_dir / "storage")
+    fetcher = Fetcher(allow_private=False, max_bytes=1 << 20, timeout_seconds=10)
+    engine = Engine(Settings(data_dir=data_dir, openai_base_url=stub_url), store=store, fetcher=fetcher)
     t0 = time.perf_counter()
     await engine.start()
     boot_s = time.perf_counter() - t0
@@ -505,6 +509,7 @@ async def _inprocess(stub_url: str, data_dir: Path, n: int, warmup: int, profile
             dynamic_output_concept_ref=None,
             dry_run=False,
             scope="bench",
+            storage_scope="bench/runs/bench",
             request_id=None,
         )
 

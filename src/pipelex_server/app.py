@@ -17,13 +17,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pipelex_server import __version__
 from pipelex_server.api.deps import Services
 from pipelex_server.api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
-from pipelex_server.api.routes import build, health, pipeline, protocol, runs, validate
+from pipelex_server.api.routes import build, health, pipeline, protocol, runs, uploads, validate
 from pipelex_server.engine.runtime import Engine
-from pipelex_server.errors import PROBLEM_CONTENT_TYPE, ApiProblem, internal_error, validation_problem
+from pipelex_server.errors import PROBLEM_CONTENT_TYPE, ApiProblem, ConfigurationError, internal_error, validation_problem
+from pipelex_server.fetch import Fetcher
 from pipelex_server.runs.service import RunService
 from pipelex_server.settings import Settings
+from pipelex_server.storage import StorageUnavailable, make_object_store
 from pipelex_server.store.db import make_engine, migrate
-from pipelex_server.store.repository import RunRepository
+from pipelex_server.store.repository import RunRepository, UploadRepository
+from pipelex_server.uploads import UploadService
 
 logger = logging.getLogger(__name__)
 
@@ -62,29 +65,65 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _problem_response(internal_error(), request)
 
 
+def make_store(settings: Settings) -> Any:
+    """The object store the settings name (local directory under DATA_DIR, or S3-compatible)."""
+    try:
+        return make_object_store(
+            backend=settings.storage_backend.value,
+            data_dir=settings.data_dir,
+            s3_bucket=settings.s3_bucket,
+            s3_endpoint_url=settings.s3_endpoint_url,
+            s3_region=settings.s3_region,
+        )
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from exc
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = make_store(settings)
+        try:
+            await store.check()
+        except StorageUnavailable as exc:
+            await store.close()
+            raise ConfigurationError(f"the object storage ({settings.storage_backend.value}) cannot be used: {exc}") from exc
+        fetcher = Fetcher(
+            allow_private=settings.fetch_allow_private_hosts,
+            max_bytes=settings.fetch_max_bytes,
+            timeout_seconds=settings.fetch_timeout_seconds,
+        )
         database = make_engine(settings.resolved_database_url)
         await migrate(database)
-        engine = Engine(settings)
+        engine = Engine(settings, store=store, fetcher=fetcher)
         repository = RunRepository(database)
-        run_service = RunService(settings=settings, repository=repository, engine=engine)
-        app.state.services = Services(settings=settings, engine=engine, repository=repository, runs=run_service)
+        run_service = RunService(settings=settings, repository=repository, engine=engine, store=store)
+        if settings.is_temporal:
+            from pipelex_server.temporal.client import connect
+
+            run_service.temporal = await connect(settings)
+        upload_service = UploadService(settings=settings, repository=UploadRepository(database), store=store)
+        app.state.services = Services(
+            settings=settings, engine=engine, repository=repository, runs=run_service, uploads=upload_service, store=store
+        )
         boot = asyncio.create_task(engine.start(), name="runtime-boot")
         run_service.start_background()
+        upload_service.start_background()
         try:
             yield
         finally:
             await run_service.close(grace_seconds=settings.shutdown_grace_seconds)
+            await upload_service.close()
             if not boot.done():
                 boot.cancel()
             with contextlib.suppress(BaseException):
                 await boot
             engine.stop()
             await database.dispose()
+            await fetcher.aclose()
+            await store.close()
 
     app = FastAPI(
         title="pipelex-server",
@@ -95,7 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json",
     )
     _install_error_handlers(app)
-    for router in (health.router, pipeline.router, validate.router, runs.router, build.router, protocol.router):
+    for router in (health.router, pipeline.router, validate.router, runs.router, uploads.router, build.router, protocol.router):
         app.include_router(router)
     if settings.cors_allow_origins:
         app.add_middleware(
@@ -105,7 +144,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["*"],
             expose_headers=["X-Request-ID", "Location"],
         )
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_request_body_bytes,
+        upload_path="/api/v1/uploads",
+        upload_max_bytes=settings.upload_max_bytes,
+    )
     app.add_middleware(RequestIdMiddleware)
     return app
 

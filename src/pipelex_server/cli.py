@@ -65,8 +65,13 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "migrate":
             _migrate()
         else:
-            print("Temporal execution mode is not available yet in this version.", file=sys.stderr)
-            sys.exit(2)
+            from pipelex_server.engine.home import require_clean_working_directory
+            from pipelex_server.settings import load_settings
+            from pipelex_server.temporal.worker import main_worker
+
+            settings = load_settings()
+            require_clean_working_directory(Path.cwd())
+            main_worker(settings)
     except ConfigurationError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         sys.exit(2)

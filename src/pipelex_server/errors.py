@@ -40,6 +40,14 @@ SERVER_CODES: dict[str, tuple[int, str, bool]] = {
     "callback.url_refused": (422, "A callback URL was refused", False),
     "callback.none": (409, "The run has no callbacks", False),
     "run.not_terminal": (409, "The run has not ended", False),
+    "run.not_completed": (409, "The run has no output", False),
+    "storage.unavailable": (503, "The object storage is unavailable", False),
+    "upload.not_found": (404, "No such upload", False),
+    "upload.missing_file": (422, "The upload has no file", False),
+    "input.url_unreachable": (422, "An input's URL could not be fetched", True),
+    "input.too_large": (422, "An input exceeds a size limit", True),
+    "input.file_type_unsupported": (422, "An input file's type is not supported here", True),
+    "security.input_url_refused": (422, "A URL in the request was refused", True),
 }
 
 

@@ -64,11 +64,18 @@ class Settings(BaseSettings):
     temporal_namespace: str = "default"
     temporal_task_queue: str = "pipelex-server"
     temporal_api_key: SecretStr | None = None
+    temporal_tls: bool | None = None  # default: on when TEMPORAL_API_KEY is set (Temporal Cloud)
+    temporal_heartbeat_timeout_seconds: float = Field(default=30.0, ge=1)
+    temporal_max_attempts: int = Field(default=5, ge=1, le=100)
+    single_host: bool = False
 
     storage_backend: StorageBackend = StorageBackend.LOCAL
     s3_bucket: str | None = None
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
+    upload_max_mib: float = Field(default=64.0, gt=0)
+    fetch_max_mib: float = Field(default=32.0, gt=0)
+    fetch_timeout_seconds: float = Field(default=30.0, gt=0)
 
     library_dirs: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     pipelex_config_dir: Path | None = None
@@ -111,9 +118,9 @@ class Settings(BaseSettings):
         if self.trust_forwarded_identity_headers and self.auth_mode is not AuthMode.NONE:
             raise ConfigurationError("TRUST_FORWARDED_IDENTITY_HEADERS=true is only allowed with AUTH_MODE=none")
         if self.execution_mode is ExecutionMode.TEMPORAL:
-            raise ConfigurationError("EXECUTION_MODE=temporal is not available in this version yet; use inprocess")
-        if self.storage_backend is StorageBackend.S3:
-            raise ConfigurationError("STORAGE_BACKEND=s3 is not available in this version yet; use local")
+            self._check_temporal()
+        if self.storage_backend is StorageBackend.S3 and not self.s3_bucket:
+            raise ConfigurationError("STORAGE_BACKEND=s3 needs S3_BUCKET (and S3_ENDPOINT_URL for a non-AWS S3-compatible server)")
         if self.completion_callback_secret is not None and not self.completion_callback_secret.get_secret_value().strip():
             raise ConfigurationError("COMPLETION_CALLBACK_SECRET is set but empty")
         return self
@@ -121,6 +128,43 @@ class Settings(BaseSettings):
     @property
     def max_request_body_bytes(self) -> int:
         return int(self.max_request_body_mib * 1024 * 1024)
+
+    def _check_temporal(self) -> None:
+        """Refuse a Temporal deployment that cannot work: every process must reach the same store and storage."""
+        if not self.temporal_address:
+            raise ConfigurationError("EXECUTION_MODE=temporal needs TEMPORAL_ADDRESS (host:port of the Temporal frontend)")
+        url = self.resolved_database_url
+        if ":memory:" in url or url.rstrip("/").endswith(("sqlite://", "sqlite+aiosqlite://")):
+            raise ConfigurationError("EXECUTION_MODE=temporal cannot use an in-memory database: API and workers must share the run store")
+        local_parts = []
+        if url.startswith("sqlite"):
+            local_parts.append("a SQLite run store (DATABASE_URL)")
+        if self.storage_backend is StorageBackend.LOCAL:
+            local_parts.append("local object storage (STORAGE_BACKEND=local)")
+        if local_parts and not self.single_host:
+            raise ConfigurationError(
+                f"EXECUTION_MODE=temporal with {' and '.join(local_parts)} only works when the API and every worker run on one "
+                "host and share DATA_DIR. Use PostgreSQL (DATABASE_URL=postgresql+asyncpg://...) and STORAGE_BACKEND=s3 for "
+                "several hosts, or set SINGLE_HOST=true to confirm a one-host deployment."
+            )
+
+    @property
+    def temporal_uses_tls(self) -> bool:
+        if self.temporal_tls is not None:
+            return self.temporal_tls
+        return bool(self.temporal_api_key and self.temporal_api_key.get_secret_value())
+
+    @property
+    def is_temporal(self) -> bool:
+        return self.execution_mode is ExecutionMode.TEMPORAL
+
+    @property
+    def upload_max_bytes(self) -> int:
+        return int(self.upload_max_mib * 1024 * 1024)
+
+    @property
+    def fetch_max_bytes(self) -> int:
+        return int(self.fetch_max_mib * 1024 * 1024)
 
     @property
     def resolved_database_url(self) -> str:

@@ -12,7 +12,9 @@ from pipelex_server.api.auth import authenticate
 from pipelex_server.engine.runtime import Engine
 from pipelex_server.runs.service import Caller, RunService
 from pipelex_server.settings import Settings
+from pipelex_server.storage import ObjectStore
 from pipelex_server.store.repository import RunRepository
+from pipelex_server.uploads import UploadService
 
 
 @dataclass
@@ -21,6 +23,8 @@ class Services:
     engine: Engine
     repository: RunRepository
     runs: RunService
+    uploads: UploadService
+    store: ObjectStore
 
 
 def get_services(request: Request) -> Services:

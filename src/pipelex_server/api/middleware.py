@@ -45,30 +45,36 @@ class RequestIdMiddleware:
 class BodySizeLimitMiddleware:
     """413 ``request.too_large`` for a declared or streamed body over the limit, before anything parses it."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, upload_path: str | None = None, upload_max_bytes: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.upload_path = upload_path
+        self.upload_max_bytes = upload_max_bytes or max_bytes
 
-    def _problem(self) -> ApiProblem:
+    @staticmethod
+    def _problem(limit: int, setting: str) -> ApiProblem:
         return ApiProblem(
             status=413,
             code="request.too_large",
-            detail=f"The request body exceeds the limit of {self.max_bytes} bytes (MAX_REQUEST_BODY_MIB).",
-            params={"limit_bytes": self.max_bytes},
+            detail=f"The request body exceeds the limit of {limit} bytes ({setting}).",
+            params={"limit_bytes": limit},
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        is_upload = self.upload_path is not None and scope["path"].rstrip("/") == self.upload_path
+        limit = self.upload_max_bytes if is_upload else self.max_bytes
+        problem = self._problem(limit, "UPLOAD_MAX_MIB" if is_upload else "MAX_REQUEST_BODY_MIB")
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     declared = 0
-                if declared > self.max_bytes:
-                    await _send_problem(scope, send, self._problem())
+                if declared > limit:
+                    await _send_problem(scope, send, problem)
                     return
                 break
 
@@ -81,7 +87,7 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     exceeded = True
                     raise _TooLarge
             return message
@@ -92,7 +98,7 @@ class BodySizeLimitMiddleware:
             if exceeded:
                 if not replaced and message["type"] == "http.response.start":
                     replaced = True
-                    await _send_problem(scope, send, self._problem())
+                    await _send_problem(scope, send, problem)
                 return
             await send(message)
 
@@ -100,7 +106,7 @@ class BodySizeLimitMiddleware:
             await self.app(scope, limited_receive, guarded_send)
         except _TooLarge:
             if not replaced:
-                await _send_problem(scope, send, self._problem())
+                await _send_problem(scope, send, problem)
 
 
 class _TooLarge(Exception):

@@ -102,6 +102,9 @@ class ExecuteResponse(BaseModel):
     finished_at: str | None
     main_stuff_name: str | None
     pipe_output: PipeOutput | None
+    output_url: str | None = Field(
+        default=None, description="Set when the output was too large to inline in the run document (the answer still holds it)."
+    )
     usage: Usage | None
     dry_run: bool
 

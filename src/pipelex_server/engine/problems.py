@@ -54,6 +54,14 @@ def problem_from_exception(exc: BaseException, *, request_id: str | None) -> Api
     """Translate anything the runtime raised. A non-runtime exception becomes a bare 500 (logged, never leaked)."""
     if isinstance(exc, ApiProblem):
         return exc
+    # A problem the server raised from inside the runtime (the input resolution) may come back wrapped.
+    current: BaseException | None = exc
+    for _ in range(8):
+        if current is None:
+            break
+        if isinstance(current, ApiProblem):
+            return current
+        current = current.__cause__ or current.__context__
     if not isinstance(exc, PipelexError):
         logger.error("unexpected error in the runtime", exc_info=exc)
         return internal_error()

@@ -16,14 +16,16 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipelex_server.engine.home import InferencePlan, plan_inference, prepare_home, require_clean_working_directory
 from pipelex_server.errors import ApiProblem, ConfigurationError
+from pipelex_server.fetch import Fetcher
 from pipelex_server.settings import Settings
+from pipelex_server.storage import ObjectStore
 
 logger = logging.getLogger(__name__)
 
@@ -73,12 +75,21 @@ ProgressSink = Callable[[str, dict[str, Any]], None]
 
 
 @dataclass
+class Checkpoints:
+    """What a run saved of its finished steps (``saved``: step key -> working memory dump), and how to save more."""
+
+    saved: dict[str, dict[str, Any]]
+    save: Callable[[str, str, dict[str, Any]], Awaitable[None]]
+
+
+@dataclass
 class RunOutcome:
     """A completed run, already shaped as JSON."""
 
     main_stuff_name: str
     pipe_output: dict[str, Any]
     usage: dict[str, Any]
+    input_rewrites: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -218,8 +229,10 @@ def _import_runtime() -> None:
 class Engine:
     """Per-app handle on the process's runtime."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, store: ObjectStore, fetcher: Fetcher) -> None:
         self.settings = settings
+        self.store = store
+        self.fetcher = fetcher
         self.plan = plan_inference(os.environ, openai_base_url=settings.openai_base_url)
         self.ready = asyncio.Event()
         self.boot_error: BaseException | None = None
@@ -236,6 +249,9 @@ class Engine:
             await asyncio.to_thread(self._prepare_environment)
             await asyncio.to_thread(_import_runtime)
             self._boot()
+            from pipelex_server.engine.storage import PROVIDER
+
+            PROVIDER.default = self.store
             for warning in self.plan.warnings:
                 logger.warning(warning)
             if self.settings.warm_up:
@@ -288,7 +304,10 @@ class Engine:
             from pipelex.pipelex import Pipelex
             from pipelex.system.runtime import IntegrationMode
 
+            from pipelex_server.engine.storage import PROVIDER, install_input_hook
+
             Pipelex.make(
+                storage_provider=PROVIDER,
                 integration_mode=IntegrationMode.FASTAPI,
                 needs_inference=self.plan.is_live,
                 config_overrides={
@@ -305,6 +324,7 @@ class Engine:
                 },
             )
             _install_template_cache()
+            install_input_hook()
             _STATE.plan = self.plan
             _STATE.booted = True
             _STATE.refs = 1
@@ -316,8 +336,11 @@ class Engine:
         from pipelex.pipeline.runner import PipelexMTHDSProtocol
         from pipelex.system.pipe_run_mode import PipeRunMode
 
+        from pipelex_server.engine.storage import bound
+
         runner = PipelexMTHDSProtocol(pipe_run_mode=PipeRunMode.DRY, library_dirs=[])
-        await runner.execute(mthds_contents=[WARM_UP_BUNDLE], inputs={"text": "warm"})
+        with bound(self.store):
+            await runner.execute(mthds_contents=[WARM_UP_BUNDLE], inputs={"text": "warm"})
         await self.validate(mthds_contents=[WARM_UP_BUNDLE], pipe_code=None)
         self._verdicts.clear()
 
@@ -375,7 +398,7 @@ class Engine:
                 params={"variables": ["OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "GOOGLE_API_KEY"]},
             )
 
-    def _runner(self, *, dry_run: bool, scope: str, has_bundle: bool, pipe_run: Any = None) -> Any:
+    def _runner(self, *, dry_run: bool, scope: str, storage_scope: str, has_bundle: bool, pipe_run: Any = None) -> Any:
         from pipelex.config import get_config
         from pipelex.pipeline.runner import PipelexMTHDSProtocol
         from pipelex.system.pipe_run_mode import PipeRunMode
@@ -387,7 +410,7 @@ class Engine:
             pipe_run_mode=PipeRunMode.DRY if dry_run else PipeRunMode.LIVE,
             library_dirs=library_dirs,
             user_id=scope,
-            storage_scope=scope,
+            storage_scope=storage_scope,
             read_scope=scope,
             execution_config=execution_config,
             pipe_run=pipe_run,
@@ -404,10 +427,16 @@ class Engine:
         dynamic_output_concept_ref: str | None,
         dry_run: bool,
         scope: str,
+        storage_scope: str,
         request_id: str | None,
         progress: ProgressSink | None = None,
+        checkpoints: Checkpoints | None = None,
     ) -> RunOutcome:
-        """Run one pipeline to its end. Raises ``ApiProblem`` for every failure (already translated)."""
+        """Run one pipeline to its end. Raises ``ApiProblem`` for every failure (already translated).
+
+        ``scope`` is the caller's namespace (what the run may read); ``storage_scope`` the run's own prefix under it,
+        where fetched and relocated inputs are stored. With ``checkpoints``, each finished step of the top-level
+        pipeline is saved, and steps saved by an earlier attempt of the same run are not executed again."""
         from pipelex import runtime_hub
         from pipelex.interpreter_hub import scoped_pipe_router
         from pipelex.pipe_run.pipe_router import PipeRouter
@@ -416,20 +445,39 @@ class Engine:
         from pipelex_server.engine.events import ProgressObserver, RunEventLog
         from pipelex_server.engine.problems import problem_from_exception
         from pipelex_server.engine.results import shape_outcome
+        from pipelex_server.engine.storage import InputResolution, bound
 
         if not dry_run:
             self.refuse_live_if_unconfigured()
         arguments = _call_arguments(
             pipe_code, mthds_contents, inputs, output_name, output_multiplicity, dynamic_output_concept_ref, request_id
         )
-        router = PipeRouter(observer=ProgressObserver(progress)) if progress is not None else None
+        observer = ProgressObserver(progress) if progress is not None else None
+        router: Any = None
+        if checkpoints is not None and not dry_run:
+            from pipelex_server.engine.checkpoints import CheckpointingRouter
+
+            def restored(key: str, pipe_code: str) -> None:
+                if progress is not None:
+                    progress("pipe_finished", {"pipe_code": pipe_code, "step": key, "restored": True})
+
+            router = CheckpointingRouter(observer=observer, saved=checkpoints.saved, save=checkpoints.save, restored=restored)
+        elif observer is not None:
+            router = PipeRouter(observer=observer)
         pipe_run = PipeRun(pipe_router=router) if router is not None else None
-        runner = self._runner(dry_run=dry_run, scope=scope, has_bundle=bool(mthds_contents), pipe_run=pipe_run)
+        runner = self._runner(dry_run=dry_run, scope=scope, storage_scope=storage_scope, has_bundle=bool(mthds_contents), pipe_run=pipe_run)
         event_log = RunEventLog(progress)
+        resolution = InputResolution(store=self.store, fetcher=self.fetcher, storage_scope=storage_scope)
         try:
-            with runtime_hub.scoped_event_log(event_log), scoped_pipe_router(router) if router else contextlib.nullcontext():
+            with (
+                bound(self.store, resolution),
+                runtime_hub.scoped_event_log(event_log),
+                scoped_pipe_router(router) if router else contextlib.nullcontext(),
+            ):
                 result = await runner.execute(**arguments)
-            return shape_outcome(result)
+            outcome = shape_outcome(result)
+            outcome.input_rewrites = resolution.rewrites
+            return outcome
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -448,27 +496,34 @@ class Engine:
         dynamic_output_concept_ref: str | None,
         dry_run: bool,
         scope: str,
+        storage_scope: str,
         request_id: str | None,
-    ) -> None:
+    ) -> dict[str, str]:
         """Everything a run does before its first pipe: parse and load the bundle, resolve the pipe, shape the
-        inputs. Raises the same problem the run would (422 for a bad bundle or input); runs nothing."""
+        inputs (remote and ``data:`` inputs are fetched and stored). Raises the same problem the run would (422 for
+        a bad bundle or input); runs nothing. Returns the URL rewrites (original URL -> storage URI)."""
         from pipelex_server.engine.problems import problem_from_exception
+        from pipelex_server.engine.storage import InputResolution, bound
 
         if not dry_run:
             self.refuse_live_if_unconfigured()
         arguments = _call_arguments(
             pipe_code, mthds_contents, inputs, output_name, output_multiplicity, dynamic_output_concept_ref, request_id
         )
-        runner = self._runner(dry_run=dry_run, scope=scope, has_bundle=bool(mthds_contents), pipe_run=_SetupOnlyPipeRun())
+        runner = self._runner(
+            dry_run=dry_run, scope=scope, storage_scope=storage_scope, has_bundle=bool(mthds_contents), pipe_run=_SetupOnlyPipeRun()
+        )
+        resolution = InputResolution(store=self.store, fetcher=self.fetcher, storage_scope=storage_scope)
         try:
-            await runner.execute(**arguments)
+            with bound(self.store, resolution):
+                await runner.execute(**arguments)
         except _SetupChecked:
-            return
+            return resolution.rewrites
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             if isinstance(exc.__cause__, _SetupChecked) or isinstance(exc.__context__, _SetupChecked):
-                return
+                return resolution.rewrites
             raise problem_from_exception(exc, request_id=request_id) from exc
         raise RuntimeError("the setup check ran the pipeline")  # pragma: no cover - _SetupOnlyPipeRun never returns
 

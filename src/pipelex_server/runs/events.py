@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 FLUSH_INTERVAL = 0.2
 POLL_INTERVAL = 0.5
+FIRST_POLL_INTERVAL = 0.05  # events written by another process are polled for: soon after a change, then less often
 KEEPALIVE_SECONDS = 15.0
 END_EVENT = "end"
 
@@ -137,6 +138,7 @@ class RunEvents:
         """Yield the run's events after ``after_seq`` until its ``end`` event; None marks an idle keep-alive."""
         last = after_seq
         idle = 0.0
+        interval = FIRST_POLL_INTERVAL
         while True:
             events = await self.repository.events_after(run_id, last)
             for event in events:
@@ -146,11 +148,13 @@ class RunEvents:
                     return
             if events:
                 idle = 0.0
+                interval = FIRST_POLL_INTERVAL
                 continue
             if SHUTTING_DOWN.is_set() or await self.repository.get(run_id) is None:
                 return
-            await self._wait(run_id, POLL_INTERVAL)
-            idle += POLL_INTERVAL
+            await self._wait(run_id, interval)  # this process's own writes wake it at once
+            idle += interval
+            interval = min(POLL_INTERVAL, interval * 2)
             if idle >= KEEPALIVE_SECONDS:
                 idle = 0.0
                 yield None

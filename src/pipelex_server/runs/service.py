@@ -18,29 +18,54 @@ import random
 import threading
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from pipelex_server.engine.runtime import Engine, RunOutcome
+from pipelex_server.engine.runtime import Checkpoints, Engine, RunOutcome
 from pipelex_server.errors import ApiProblem
 from pipelex_server.netguard import UrlRefused, check_url_shape, vet_url
 from pipelex_server.runs.callbacks import CallbackDeliverer, delivery_record
 from pipelex_server.runs.events import END_EVENT, RunEvents, numbered
 from pipelex_server.settings import Settings
+from pipelex_server.storage import ObjectNotFound, ObjectStore, StorageUnavailable
+from pipelex_server.storage.keys import output_key, run_prefix
 from pipelex_server.store.repository import (
     ACTIVE_STATES,
     TERMINAL_STATES,
+    CheckpointRepository,
     Event,
     InvalidCursor,
     RunRepository,
     lease_deadline,
     utcnow,
 )
+from pipelex_server.temporal import workflow_id_for
 
 logger = logging.getLogger(__name__)
 
 CANCEL_POLL_SECONDS = 0.5
+CANCEL_WAIT_SECONDS = 15.0
+# A run's own time limit is final, whatever the failure inside it.
+NOT_RETRYABLE_CODES = frozenset({"run.timed_out"})
+
+
+class RetryableRunFailure(Exception):
+    """The run failed in a way another attempt may fix; the run stays RUNNING (Temporal retries the activity)."""
+
+    def __init__(self, problem: dict[str, Any]) -> None:
+        super().__init__(f"{problem.get('code')}: {problem.get('detail')}")
+        self.problem = problem
+
+
+def is_retryable(problem: dict[str, Any] | None) -> bool:
+    """Worth another attempt (Temporal mode): the runtime's registry says so (``retry: yes``: rate limits, provider
+    outages and 5xx, provider timeouts); input, bundle and provider-refusal (4xx) failures are final."""
+    if not problem:
+        return False
+    return problem.get("retry") == "yes" and str(problem.get("code") or "") not in NOT_RETRYABLE_CODES
+
+
 RETENTION_SWEEP_SECONDS = 3600.0
 
 
@@ -97,6 +122,14 @@ class RunRequest:
         canonical = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
+    def with_rewritten_urls(self, rewrites: dict[str, str]) -> RunRequest:
+        """The same request with the inputs' remote and data: URLs replaced by the storage URIs they were stored at."""
+        if not rewrites:
+            return self
+        from pipelex_server.engine.storage import rewrite_urls
+
+        return replace(self, inputs=rewrite_urls(self.inputs, rewrites))
+
     def engine_arguments(self) -> dict[str, Any]:
         """What the engine needs to run it: everything but the callbacks, which are the run service's."""
         arguments = self.to_json()
@@ -137,6 +170,7 @@ def execute_answer(row: dict[str, Any]) -> dict[str, Any]:
         "finished_at": iso(row["finished_at"]),
         "main_stuff_name": row["main_stuff_name"],
         "pipe_output": row["output"],
+        "output_url": row["output_url"],
         "usage": row["usage"],
         "dry_run": bool(row["dry_run"]),
     }
@@ -163,10 +197,14 @@ def _problem_document(status: int, code: str, detail: str) -> dict[str, Any]:
 
 
 class RunService:
-    def __init__(self, *, settings: Settings, repository: RunRepository, engine: Engine) -> None:
+    def __init__(self, *, settings: Settings, repository: RunRepository, engine: Engine, store: ObjectStore) -> None:
         self.settings = settings
         self.repository = repository
         self.engine = engine
+        self.store = store
+        self.checkpoints = CheckpointRepository(repository.engine)
+        self.temporal: Any = None  # the Temporal client, in Temporal mode (set by the app or the worker)
+        self.is_temporal = settings.is_temporal
         self.instance_id = uuid.uuid4().hex
         self.events = RunEvents(repository)
         self.deliverer = CallbackDeliverer(
@@ -179,15 +217,19 @@ class RunService:
 
     # ---------------------------------------------------------------- lifecycle
 
-    def start_background(self) -> None:
+    def start_background(self, *, retention: bool = True) -> None:
         self.events.start()
-        self.deliverer.start()
-        self._background = [
-            asyncio.create_task(self._renew_leases_forever(), name="lease-renewal"),
-            asyncio.create_task(self._settle_expired_forever(), name="lease-sweeper"),
-            asyncio.create_task(self._watch_cancellations_forever(), name="cancel-watch"),
-        ]
-        if self.settings.run_retention_days:
+        if self.is_temporal:
+            # Temporal owns retries, cancellation and callback delivery: no leases, no sweeper, no delivery loop here
+            self._background = []
+        else:
+            self.deliverer.start()
+            self._background = [
+                asyncio.create_task(self._renew_leases_forever(), name="lease-renewal"),
+                asyncio.create_task(self._settle_expired_forever(), name="lease-sweeper"),
+                asyncio.create_task(self._watch_cancellations_forever(), name="cancel-watch"),
+            ]
+        if retention and self.settings.run_retention_days:
             self._background.append(asyncio.create_task(self._purge_forever(), name="retention"))
 
     async def close(self, grace_seconds: float = 20.0) -> None:
@@ -216,12 +258,17 @@ class RunService:
         await self._admit(request)
         row, created = await self._create_or_replay(caller=caller, request=request, run_id=run_id, kind="execute")
         if row["state"] not in TERMINAL_STATES:
+            if self.is_temporal:
+                await self._submit(row, request)
             task = self._tasks.get(row["id"])
-            if task is None and created:
+            if task is None and created and not self.is_temporal:
                 task = self._spawn(row, caller, request, request_id)
             # shield: a client that disconnects does not cancel the run; it goes on and is recorded.
             row = await asyncio.shield(task) if task is not None else await self._wait_terminal(row["id"])
         if row["state"] == "COMPLETED":
+            if row["output"] is None and row["output_url"]:
+                # /execute waits for the result: it gets the whole output even when the run document links it
+                row = {**row, "output": json.loads(await self.output_bytes(row))}
             return execute_answer(row)
         problem = ApiProblem.from_document(row["error"] or _problem_document(500, "run.lost", "The run ended without a result."))
         problem.members["pipeline_run_id"] = row["id"]
@@ -231,11 +278,51 @@ class RunService:
     async def start(self, *, caller: Caller, request: RunRequest, run_id: str | None, request_id: str | None) -> dict[str, Any]:
         """Check the bundle and inputs now (422 at once), then run in the background. Returns the 202 body."""
         await self._admit(request)
-        await self.engine.check(**request.engine_arguments(), scope=caller.scope, request_id=request_id)
-        row, created = await self._create_or_replay(caller=caller, request=request, run_id=run_id, kind="start")
-        if created:
-            self._spawn(row, caller, request, request_id)
+        run_id = run_id or str(uuid.uuid4())
+        rewrites = await self.engine.check(
+            **request.engine_arguments(), scope=caller.scope, storage_scope=run_prefix(caller.scope, run_id), request_id=request_id
+        )
+        # the stored request references storage only: the run (here, or on a worker) never fetches the inputs again
+        stored = request.with_rewritten_urls(rewrites)
+        row, created = await self._create_or_replay(
+            caller=caller, request=stored, run_id=run_id, kind="start", fingerprint=request.fingerprint()
+        )
+        if self.is_temporal:
+            if row["state"] not in TERMINAL_STATES:
+                await self._submit(row, stored)  # also for a replay: a submission lost in a crash is made again
+        elif created:
+            self._spawn(row, caller, stored, request_id)
         return start_answer(row)
+
+    async def _submit(self, row: dict[str, Any], request: RunRequest) -> None:
+        """Temporal mode: start the run's workflow (an already started one is left alone)."""
+        from temporalio.exceptions import WorkflowAlreadyStartedError
+
+        from pipelex_server.temporal.workflows import RUN_WORKFLOW, RunParams
+
+        params = RunParams(
+            run_id=row["id"],
+            has_callbacks=bool(request.callback_urls),
+            max_attempts=self.settings.temporal_max_attempts,
+            run_timeout_seconds=self.settings.run_timeout_seconds,
+            heartbeat_timeout_seconds=self.settings.temporal_heartbeat_timeout_seconds,
+            callback_max_attempts=self.settings.callback_max_attempts,
+            callback_backoff_seconds=self.settings.callback_backoff_seconds,
+        )
+        try:
+            await self.temporal.start_workflow(RUN_WORKFLOW, params, id=row["workflow_id"], task_queue=self.settings.temporal_task_queue)
+        except WorkflowAlreadyStartedError:
+            return
+        except Exception as exc:
+            logger.exception("could not submit run %s to Temporal", row["id"])
+            problem = _problem_document(503, "temporal.unavailable", "The run could not be submitted to Temporal.")
+            await self._finish(row, {"state": "ERROR", "error": problem})
+            raise ApiProblem(
+                status=503,
+                code="temporal.unavailable",
+                detail="The run could not be submitted to Temporal; it ended ERROR. Try again later.",
+                params={"pipeline_run_id": row["id"]},
+            ) from exc
 
     async def _admit(self, request: RunRequest) -> None:
         if not request.dry_run:
@@ -263,13 +350,15 @@ class RunService:
                     location={"path": ["body", "callback_urls", index]},
                 ) from exc
 
-    async def _create_or_replay(self, *, caller: Caller, request: RunRequest, run_id: str | None, kind: str) -> tuple[dict[str, Any], bool]:
+    async def _create_or_replay(
+        self, *, caller: Caller, request: RunRequest, run_id: str | None, kind: str, fingerprint: str | None = None
+    ) -> tuple[dict[str, Any], bool]:
         now = utcnow()
         run_id = run_id or str(uuid.uuid4())
-        fingerprint = request.fingerprint()
+        fingerprint = fingerprint or request.fingerprint()
         # /execute takes a free slot right away (no suspension when one is free): inserted RUNNING, one write less.
         # /start answers STARTED (accepted) and the run moves to RUNNING in the background.
-        slot = kind == "execute" and not self._slots.locked()
+        slot = kind == "execute" and not self.is_temporal and not self._slots.locked()
         if slot:
             await self._slots.acquire()
         state = "RUNNING" if slot else "STARTED"
@@ -285,9 +374,10 @@ class RunService:
             "created_at": now,
             "updated_at": now,
             "started_at": now if slot else None,
-            "lease_owner": self.instance_id,
-            "lease_expires_at": lease_deadline(self.settings.lease_seconds),
+            "lease_owner": None if self.is_temporal else self.instance_id,
+            "lease_expires_at": None if self.is_temporal else lease_deadline(self.settings.lease_seconds),
             "cancel_requested": False,
+            "workflow_id": workflow_id_for(run_id) if self.is_temporal else None,
         }
         first_events = [numbered(run_id, 1, "state", {"pipeline_state": "STARTED"})]
         if slot:
@@ -310,7 +400,6 @@ class RunService:
                 "output_url": None,
                 "error": None,
                 "usage": None,
-                "workflow_id": None,
                 "_slot": slot,
             }
             self.events.notify(run_id)
@@ -367,7 +456,9 @@ class RunService:
                 self._slots.release()
         return await self._finish(row, values)
 
-    async def _execute(self, run_id: str, caller: Caller, request: RunRequest, request_id: str | None) -> dict[str, Any]:
+    async def _execute(
+        self, run_id: str, caller: Caller, request: RunRequest, request_id: str | None, checkpoints: Checkpoints | None = None
+    ) -> dict[str, Any]:
         timeout = self.settings.run_timeout_seconds
         loop = asyncio.get_running_loop()
         loop_thread = threading.get_ident()
@@ -394,9 +485,14 @@ class RunService:
             await self.engine.wait_ready()  # a run re-queued at boot may get here before the runtime is up
             async with asyncio.timeout(timeout):
                 outcome = await self.engine.execute(
-                    **request.engine_arguments(), scope=caller.scope, request_id=request_id, progress=progress
+                    **request.engine_arguments(),
+                    scope=caller.scope,
+                    storage_scope=run_prefix(caller.scope, run_id),
+                    request_id=request_id,
+                    progress=progress,
+                    checkpoints=checkpoints,
                 )
-            return self._completed_values(outcome)
+            return await self._completed_values(run_id, caller, request, outcome)
         except TimeoutError:
             problem = ApiProblem(
                 status=422,
@@ -413,9 +509,42 @@ class RunService:
             logger.exception("run %s crashed", run_id)
             return {"state": "FAILED", "error": _problem_document(500, "runtime.unexpected", "The run hit an unexpected server error.")}
 
-    @staticmethod
-    def _completed_values(outcome: RunOutcome) -> dict[str, Any]:
-        return {"state": "COMPLETED", "main_stuff_name": outcome.main_stuff_name, "output": outcome.pipe_output, "usage": outcome.usage}
+    async def _completed_values(self, run_id: str, caller: Caller, request: RunRequest, outcome: RunOutcome) -> dict[str, Any]:
+        values: dict[str, Any] = {"state": "COMPLETED", "main_stuff_name": outcome.main_stuff_name, "usage": outcome.usage}
+        if outcome.input_rewrites:  # keep the stored request small: inputs now live in storage
+            values["request"] = request.with_rewritten_urls(outcome.input_rewrites).to_json()
+        encoded = json.dumps(outcome.pipe_output, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(encoded) <= self.settings.output_inline_max_bytes:
+            values["output"] = outcome.pipe_output
+            return values
+        # too large to inline: kept in object storage, linked from the run document and the callbacks
+        await self.store.put(output_key(caller.scope, run_id), encoded, content_type="application/json")
+        values["output"] = None
+        values["output_url"] = f"/api/v1/runs/{run_id}/output"
+        return values
+
+    async def output_bytes(self, row: dict[str, Any]) -> bytes:
+        """A completed run's output as JSON bytes, from the run row or from object storage."""
+        if row["output"] is not None or not row["output_url"]:
+            return json.dumps(row["output"], separators=(",", ":"), ensure_ascii=False).encode()
+        try:
+            stored = await self.store.get(output_key(row["caller_id"], row["id"]))
+        except ObjectNotFound as exc:
+            raise ApiProblem(status=500, code="run.lost", detail="The run's stored output is missing.") from exc
+        except StorageUnavailable as exc:
+            raise ApiProblem(status=503, code="storage.unavailable", detail="The server's object storage is unavailable.") from exc
+        return stored.data
+
+    async def output(self, *, caller: Caller, run_id: str) -> bytes:
+        row = await self._owned(caller, run_id)
+        if row["state"] != "COMPLETED":
+            raise ApiProblem(
+                status=409,
+                code="run.not_completed",
+                detail=f"The run has no output: it is {row['state']}.",
+                params={"pipeline_run_id": run_id, "pipeline_state": row["state"]},
+            )
+        return await self.output_bytes(row)
 
     async def _finish(self, row: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
         """Write the terminal state with every event still buffered, then the state and end events."""
@@ -437,7 +566,8 @@ class RunService:
         if not written:  # ended by someone else meanwhile (a cancel of a queued run, a settlement)
             return await self.repository.get(run_id) or row
         has_callbacks = bool((row.get("request") or {}).get("callback_urls"))
-        if has_callbacks and await self.repository.schedule_deliveries(run_id, utcnow()):
+        # in Temporal mode the workflow delivers the callbacks, with their own activity and retry policy
+        if has_callbacks and not self.is_temporal and await self.repository.schedule_deliveries(run_id, utcnow()):
             self.deliverer.wake()
         return {**row, **values}
 
@@ -506,6 +636,8 @@ class RunService:
                 detail=f"The run already ended ({row['state']}).",
                 params={"pipeline_run_id": run_id, "pipeline_state": row["state"]},
             )
+        if self.is_temporal:
+            return await self._cancel_workflow(caller, row)
         task = self._tasks.get(run_id)
         if task is not None:
             task.cancel()
@@ -515,6 +647,20 @@ class RunService:
             pass
         else:
             await self.repository.request_cancel(run_id)  # executing in another process: it polls for this
+        return await self.get_document(caller=caller, run_id=run_id)
+
+    async def _cancel_workflow(self, caller: Caller, row: dict[str, Any]) -> dict[str, Any]:
+        """Temporal mode: a queued run is cancelled in place; the workflow is cancelled, which reaches the running
+        activity at its next heartbeat; then wait (bounded) for the run to end."""
+        run_id = row["id"]
+        if row["state"] == "STARTED":
+            await self._cancel_queued(run_id)
+        try:
+            await self.temporal.get_workflow_handle(row["workflow_id"]).cancel()
+        except Exception:
+            logger.warning("could not cancel the workflow of run %s", run_id, exc_info=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wait_terminal(run_id), CANCEL_WAIT_SECONDS)
         return await self.get_document(caller=caller, run_id=run_id)
 
     async def _cancel_queued(self, run_id: str) -> bool:
@@ -543,7 +689,7 @@ class RunService:
         )
         if done:
             self.events.notify(run_id)
-            if await self.repository.schedule_deliveries(run_id, utcnow()):
+            if not self.is_temporal and await self.repository.schedule_deliveries(run_id, utcnow()):
                 self.deliverer.wake()
         return done
 
@@ -556,6 +702,14 @@ class RunService:
                 detail="The run is still going; cancel it first, or wait for it to end.",
                 params={"pipeline_run_id": run_id, "pipeline_state": row["state"]},
             )
+        await self._delete_stored(row["caller_id"], run_id)
+
+    async def _delete_stored(self, caller_id: str, run_id: str) -> None:
+        """A run's stored data (fetched and relocated inputs, offloaded output) goes with it."""
+        try:
+            await self.store.delete_prefix(run_prefix(caller_id, run_id))
+        except StorageUnavailable:
+            logger.warning("could not delete the stored data of run %s", run_id, exc_info=True)
 
     async def redeliver(self, *, caller: Caller, run_id: str) -> dict[str, Any]:
         row = await self._owned(caller, run_id)
@@ -563,7 +717,16 @@ class RunService:
             raise ApiProblem(status=409, code="run.not_terminal", detail="The run has not ended: there is nothing to deliver yet.")
         if not await self.repository.schedule_deliveries(run_id, utcnow(), reset=True, extra_attempts=self.settings.callback_max_attempts):
             raise ApiProblem(status=409, code="callback.none", detail="The run has no callback_urls.")
-        self.deliverer.wake()
+        if self.is_temporal:
+            from pipelex_server.temporal.workflows import CALLBACKS_WORKFLOW, CallbackParams
+
+            params = CallbackParams(
+                run_id=run_id, max_attempts=self.settings.callback_max_attempts, backoff_seconds=self.settings.callback_backoff_seconds
+            )
+            workflow_id = f"{row['workflow_id'] or workflow_id_for(run_id)}-callbacks-{uuid.uuid4().hex[:12]}"
+            await self.temporal.start_workflow(CALLBACKS_WORKFLOW, params, id=workflow_id, task_queue=self.settings.temporal_task_queue)
+        else:
+            self.deliverer.wake()
         return await self.get_document(caller=caller, run_id=run_id)
 
     # ---------------------------------------------------------------- background loops
@@ -643,7 +806,9 @@ class RunService:
             return []
         purged: list[str] = []
         while batch := await self.repository.purge_terminal_before(utcnow() - timedelta(days=days)):
-            purged += batch
+            for run_id, caller_id in batch:
+                await self._delete_stored(caller_id, run_id)
+                purged.append(run_id)
         if purged:
             logger.info("purged %d runs older than %g days", len(purged), days)
         return purged
@@ -655,3 +820,101 @@ class RunService:
             except Exception:
                 logger.exception("retention purge failed")
             await asyncio.sleep(RETENTION_SWEEP_SECONDS)
+
+    # ---------------------------------------------------------------- Temporal workers (activities)
+
+    async def _open_events(self, run_id: str) -> None:
+        self.events.open(run_id, next_seq=await self.repository.max_seq(run_id) + 1)
+
+    async def _flush_and_close(self, run_id: str, *extra: tuple[str, dict[str, Any]]) -> None:
+        async with self.events.lock_for(run_id):
+            events = self.events.take_pending(run_id)
+            events += [self.events.make(run_id, event, data) for event, data in extra]
+            if events:
+                await self.repository.append_events(run_id, events)
+        self.events.close_run(run_id)
+
+    async def execute_assigned(self, run_id: str, *, attempt: int, max_attempts: int, worker_shutdown: Any) -> str:
+        """Execute a run a Temporal activity was given; returns its terminal state.
+
+        Idempotent: a run already ended is left alone. A retried attempt takes the run over and skips the steps
+        an earlier attempt checkpointed. Raises ``RetryableRunFailure`` (the run stays RUNNING) for a failure another
+        attempt may fix, while attempts remain; re-raises a cancellation (after ending the run CANCELLED, unless the
+        worker is shutting down, in which case the run stays RUNNING for the next attempt)."""
+        row = await self.repository.get(run_id)
+        if row is None:
+            return "GONE"
+        if row["state"] in TERMINAL_STATES:
+            return row["state"]
+        await self._open_events(run_id)
+        now = utcnow()
+        if row["state"] == "STARTED":
+            started = await self.repository.transition(
+                run_id,
+                from_states=("STARTED",),
+                values={"state": "RUNNING", "started_at": now, "lease_owner": self.instance_id},
+                events=[self.events.make(run_id, "state", {"pipeline_state": "RUNNING", "attempt": attempt, "worker": self.instance_id})],
+            )
+            if not started:
+                self.events.close_run(run_id)
+                current = await self.repository.get(run_id)
+                if current is None or current["state"] in TERMINAL_STATES:
+                    return current["state"] if current else "GONE"
+                await self._open_events(run_id)
+            else:
+                row = {**row, "state": "RUNNING", "started_at": now}
+        else:  # RUNNING: an earlier attempt was lost (worker killed) or gave up for a retry
+            await self.repository.update(run_id, lease_owner=self.instance_id)
+            self.events.buffer(run_id, "state", {"pipeline_state": "RUNNING", "attempt": attempt, "worker": self.instance_id})
+        self.events.notify(run_id)
+        saved = {key: checkpoint["data"] for key, checkpoint in (await self.checkpoints.of_run(run_id)).items()}
+
+        async def save(key: str, pipe_code: str, data: dict[str, Any]) -> None:
+            await self.checkpoints.put(run_id, key, pipe_code, data)
+
+        request = RunRequest.from_json(row["request"])
+        caller = Caller(id=row["caller_id"])
+        try:
+            values = await self._execute(run_id, caller, request, None, checkpoints=Checkpoints(saved=saved, save=save))
+        except asyncio.CancelledError:
+            if worker_shutdown():
+                await self._flush_and_close(run_id)
+                raise
+            cancelled = {"state": "CANCELLED", "error": _problem_document(409, "run.cancelled", "The run was cancelled by its caller.")}
+            await asyncio.shield(self._finish(row, cancelled))
+            raise
+        if values["state"] == "FAILED" and attempt < max_attempts and is_retryable(values.get("error")):
+            error = values["error"]
+            await self._flush_and_close(
+                run_id,
+                (
+                    "state",
+                    {"pipeline_state": "RUNNING", "retrying": True, "error": {"code": error.get("code"), "detail": error.get("detail")}},
+                ),
+            )
+            raise RetryableRunFailure(error)
+        final = await self._finish(row, values)
+        return final["state"]
+
+    async def settle_assigned(self, run_id: str, *, reason: str, detail: str) -> str:
+        """End a run its workflow could not finish (cancelled before it started, attempts exhausted, timed out)."""
+        row = await self.repository.get(run_id)
+        if row is None:
+            return "GONE"
+        if row["state"] in TERMINAL_STATES:
+            return row["state"]
+        await self._open_events(run_id)
+        if reason == "cancelled":
+            values = {"state": "CANCELLED", "error": _problem_document(409, "run.cancelled", "The run was cancelled by its caller.")}
+        elif "timeout" in detail.lower() or "timed out" in detail.lower():
+            problem = _problem_document(422, "run.timed_out", f"The run stopped answering and passed its time limit ({detail}).")
+            values = {"state": "FAILED", "error": problem}
+        else:
+            problem = _problem_document(500, "run.lost", f"The run could not be completed: {detail}")
+            values = {"state": "ERROR", "error": problem}
+        return (await self._finish(row, values))["state"]
+
+    async def deliver_assigned(self, run_id: str) -> int:
+        """One delivery attempt of each of the run's undelivered callbacks; returns how many still need one."""
+        await self.repository.schedule_deliveries(run_id, utcnow())
+        return await self.deliverer.deliver_run(run_id)

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from pipelex_server.store.tables import deliveries, run_events, runs
+from pipelex_server.store.tables import deliveries, run_checkpoints, run_events, runs, uploads
 
 TERMINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED", "ERROR")
 ACTIVE_STATES = ("STARTED", "RUNNING")
@@ -137,23 +137,28 @@ class RunRepository:
         async with self.engine.begin() as connection:
             await connection.execute(sa.delete(run_events).where(run_events.c.run_id == run_id))
             await connection.execute(sa.delete(deliveries).where(deliveries.c.run_id == run_id))
+            await connection.execute(sa.delete(run_checkpoints).where(run_checkpoints.c.run_id == run_id))
             result = await connection.execute(sa.delete(runs).where(runs.c.id == run_id, runs.c.state.in_(TERMINAL_STATES)))
         return bool(result.rowcount)
 
-    async def purge_terminal_before(self, cutoff: datetime, limit: int = 500) -> list[str]:
+    async def purge_terminal_before(self, cutoff: datetime, limit: int = 500) -> list[tuple[str, str]]:
+        """Delete terminal runs that finished before ``cutoff``; returns their (id, caller_id)."""
         async with self.engine.begin() as connection:
-            ids = list(
-                (
-                    await connection.execute(
-                        sa.select(runs.c.id).where(runs.c.state.in_(TERMINAL_STATES), runs.c.finished_at < cutoff).limit(limit)
-                    )
-                ).scalars()
-            )
+            pairs = [
+                (row.id, row.caller_id)
+                for row in await connection.execute(
+                    sa.select(runs.c.id, runs.c.caller_id)
+                    .where(runs.c.state.in_(TERMINAL_STATES), runs.c.finished_at < cutoff)
+                    .limit(limit)
+                )
+            ]
+            ids = [run_id for run_id, _caller in pairs]
             if ids:
                 await connection.execute(sa.delete(run_events).where(run_events.c.run_id.in_(ids)))
                 await connection.execute(sa.delete(deliveries).where(deliveries.c.run_id.in_(ids)))
+                await connection.execute(sa.delete(run_checkpoints).where(run_checkpoints.c.run_id.in_(ids)))
                 await connection.execute(sa.delete(runs).where(runs.c.id.in_(ids)))
-        return ids
+        return pairs
 
     # ---------------------------------------------------------------- cancellation
 
@@ -276,13 +281,17 @@ class RunRepository:
             result = await connection.execute(statement.values(**values))
         return int(result.rowcount or 0)
 
-    async def claim_due_deliveries(self, owner: str, now: datetime, lease_seconds: float, limit: int = 20) -> list[dict[str, Any]]:
+    async def claim_due_deliveries(
+        self, owner: str, now: datetime, lease_seconds: float, limit: int = 20, run_id: str | None = None
+    ) -> list[dict[str, Any]]:
         """Claim due deliveries for this process (compare-and-set on their lease), so each attempt is made once."""
         async with self.engine.connect() as connection:
             candidates = (
                 await connection.execute(
                     sa.select(deliveries.c.id)
                     .where(
+                        deliveries.c.run_id == run_id if run_id is not None else sa.true(),
+                        deliveries.c.attempts < deliveries.c.max_attempts,
                         deliveries.c.delivered_at.is_(None),
                         deliveries.c.next_attempt_at.is_not(None),
                         deliveries.c.next_attempt_at <= now,
@@ -331,3 +340,77 @@ class RunRepository:
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+class UploadRepository:
+    """Uploaded files' records (the bytes are in the object store, under the caller's scope)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def insert(self, row: dict[str, Any]) -> None:
+        async with self.engine.begin() as connection:
+            await connection.execute(uploads.insert(), row)
+
+    async def get(self, upload_id: str) -> dict[str, Any] | None:
+        async with self.engine.connect() as connection:
+            row = (await connection.execute(sa.select(uploads).where(uploads.c.id == upload_id))).mappings().first()
+        return dict(row) if row else None
+
+    async def delete(self, upload_id: str, caller_id: str) -> dict[str, Any] | None:
+        """Delete one of the caller's uploads; returns the deleted record (None when there was none)."""
+        async with self.engine.begin() as connection:
+            row = (
+                (await connection.execute(sa.select(uploads).where(uploads.c.id == upload_id, uploads.c.caller_id == caller_id)))
+                .mappings()
+                .first()
+            )
+            if row is None:
+                return None
+            await connection.execute(sa.delete(uploads).where(uploads.c.id == upload_id))
+        return dict(row)
+
+    async def list_for(self, caller_id: str, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        statement = sa.select(uploads).where(uploads.c.caller_id == caller_id)
+        if cursor:
+            created_at, upload_id = decode_cursor(cursor)
+            statement = statement.where(
+                sa.or_(uploads.c.created_at < created_at, sa.and_(uploads.c.created_at == created_at, uploads.c.id < upload_id))
+            )
+        statement = statement.order_by(uploads.c.created_at.desc(), uploads.c.id.desc()).limit(limit + 1)
+        async with self.engine.connect() as connection:
+            rows = [dict(row) for row in (await connection.execute(statement)).mappings()]
+        next_cursor = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"])
+        return rows, next_cursor
+
+    async def purge_before(self, cutoff: datetime, limit: int = 500) -> list[dict[str, Any]]:
+        async with self.engine.begin() as connection:
+            rows = [
+                dict(row)
+                for row in (await connection.execute(sa.select(uploads).where(uploads.c.created_at < cutoff).limit(limit))).mappings()
+            ]
+            if rows:
+                await connection.execute(sa.delete(uploads).where(uploads.c.id.in_([row["id"] for row in rows])))
+        return rows
+
+
+class CheckpointRepository:
+    """Finished steps of a run's top-level pipeline, keyed by (run, invocation path)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def put(self, run_id: str, path: str, pipe_code: str, data: dict[str, Any]) -> None:
+        async with self.engine.begin() as connection:
+            await connection.execute(sa.delete(run_checkpoints).where(run_checkpoints.c.run_id == run_id, run_checkpoints.c.path == path))
+            await connection.execute(
+                run_checkpoints.insert(), {"run_id": run_id, "path": path, "pipe_code": pipe_code, "data": data, "created_at": utcnow()}
+            )
+
+    async def of_run(self, run_id: str) -> dict[str, dict[str, Any]]:
+        async with self.engine.connect() as connection:
+            rows = (await connection.execute(sa.select(run_checkpoints).where(run_checkpoints.c.run_id == run_id))).mappings()
+            return {row["path"]: dict(row) for row in rows}

@@ -87,3 +87,29 @@ deliveries = sa.Table(
     sa.Index("ix_deliveries_run", "run_id", "position"),
     sa.Index("ix_deliveries_due", "delivered_at", "next_attempt_at"),
 )
+
+uploads = sa.Table(
+    "uploads",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("caller_id", sa.String(128), nullable=False),
+    sa.Column("key", sa.String(512), nullable=False),
+    sa.Column("filename", sa.String(256)),
+    sa.Column("content_type", sa.String(256), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Index("ix_uploads_caller_created", "caller_id", "created_at"),
+    sa.Index("ix_uploads_created", "created_at"),
+)
+
+# The finished steps of a run's top-level pipeline, so a retried run (Temporal mode) skips what already ran.
+run_checkpoints = sa.Table(
+    "run_checkpoints",
+    metadata,
+    sa.Column("run_id", sa.String(128), sa.ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("path", sa.String(512), primary_key=True),
+    sa.Column("pipe_code", sa.String(512), nullable=False),
+    sa.Column("data", sa.JSON, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+)

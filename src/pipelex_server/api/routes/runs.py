@@ -47,6 +47,15 @@ async def cancel_run(services: ServicesDep, caller: CallerDep, run_id: RunId) ->
     return await services.runs.cancel(caller=caller, run_id=run_id)
 
 
+@router.get(
+    "/{run_id}/output",
+    responses={**PROBLEM_RESPONSES, 200: {"content": {"application/json": {}}, "description": "The run's pipe_output"}},
+    summary="A completed run's whole output (also when too large to inline in the run document)",
+)
+async def run_output(services: ServicesDep, caller: CallerDep, run_id: RunId) -> Response:
+    return Response(await services.runs.output(caller=caller, run_id=run_id), media_type="application/json")
+
+
 @router.delete("/{run_id}", status_code=204, responses=PROBLEM_RESPONSES, summary="Remove an ended run and its data")
 async def delete_run(services: ServicesDep, caller: CallerDep, run_id: RunId) -> Response:
     await services.runs.delete(caller=caller, run_id=run_id)

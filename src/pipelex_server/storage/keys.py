@@ -1,0 +1,27 @@
+"""Where things live in the object store. Every key starts with the caller's scope (one path segment).
+
+- ``{scope}/runs/{run_id}/inputs/…``  inputs the server fetched for the run (content-addressed)
+- ``{scope}/runs/{run_id}/assets/…``  inputs the runtime relocated (``data:`` URLs)
+- ``{scope}/runs/{run_id}/output.json``  an output too large to inline in the run document
+- ``{scope}/uploads/{upload_id}.{ext}``  uploaded files
+
+Caller ids and run ids match ``[A-Za-z0-9_-]{1,128}``, so a key never escapes its scope.
+"""
+
+from __future__ import annotations
+
+
+def run_prefix(scope: str, run_id: str) -> str:
+    return f"{scope}/runs/{run_id}"
+
+
+def output_key(scope: str, run_id: str) -> str:
+    return f"{run_prefix(scope, run_id)}/output.json"
+
+
+def upload_key(scope: str, upload_id: str, extension: str) -> str:
+    return f"{scope}/uploads/{upload_id}.{extension}"
+
+
+def upload_prefix(scope: str) -> str:
+    return f"{scope}/uploads"

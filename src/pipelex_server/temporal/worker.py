@@ -1,0 +1,98 @@
+"""``pipelex-server worker``: boots the runtime once, then executes runs from the Temporal task queue."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import uuid
+from datetime import timedelta
+
+from temporalio.worker import Worker
+
+from pipelex_server.errors import ConfigurationError
+from pipelex_server.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    from pipelex_server.app import make_store
+    from pipelex_server.engine.runtime import Engine
+    from pipelex_server.fetch import Fetcher
+    from pipelex_server.runs.service import RunService
+    from pipelex_server.storage import StorageUnavailable
+    from pipelex_server.store.db import make_engine, migrate
+    from pipelex_server.store.repository import RunRepository
+    from pipelex_server.temporal.activities import RunActivities
+    from pipelex_server.temporal.client import connect
+    from pipelex_server.temporal.workflows import CallbacksWorkflow, RunWorkflow
+
+    if not settings.is_temporal:
+        raise ConfigurationError("pipelex-server worker needs EXECUTION_MODE=temporal (and TEMPORAL_ADDRESS)")
+    stop = stop or asyncio.Event()
+    store = make_store(settings)
+    try:
+        await store.check()
+    except StorageUnavailable as exc:
+        await store.close()
+        raise ConfigurationError(f"the object storage ({settings.storage_backend.value}) cannot be used: {exc}") from exc
+    fetcher = Fetcher(
+        allow_private=settings.fetch_allow_private_hosts, max_bytes=settings.fetch_max_bytes, timeout_seconds=settings.fetch_timeout_seconds
+    )
+    database = make_engine(settings.resolved_database_url)
+    engine: Engine | None = None
+    service: RunService | None = None
+    try:
+        await migrate(database)
+        client = await connect(settings)
+        engine = Engine(settings, store=store, fetcher=fetcher)
+        await engine.start()
+        if engine.boot_error is not None:
+            raise ConfigurationError(f"the pipelex runtime failed to boot: {engine.boot_error}")
+        service = RunService(settings=settings, repository=RunRepository(database), engine=engine, store=store)
+        service.temporal = client
+        service.start_background(retention=False)
+        activities = RunActivities(service)
+        worker = Worker(
+            client,
+            task_queue=settings.temporal_task_queue,
+            workflows=[RunWorkflow, CallbacksWorkflow],
+            activities=[activities.execute_run, activities.settle_run, activities.deliver_callbacks],
+            max_concurrent_activities=settings.max_concurrent_runs,
+            graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_grace_seconds),
+            # heartbeats reach the server within ~1-2 s, so a cancellation reaches a running activity as fast
+            default_heartbeat_throttle_interval=timedelta(seconds=1),
+            max_heartbeat_throttle_interval=timedelta(seconds=2),
+            identity=f"pipelex-server-worker@{socket.gethostname()}/{uuid.uuid4().hex[:8]}",
+        )
+        async with worker:
+            logger.info(
+                "worker ready: task queue %r at %s (namespace %s), up to %d concurrent runs",
+                settings.temporal_task_queue,
+                settings.temporal_address,
+                settings.temporal_namespace,
+                settings.max_concurrent_runs,
+            )
+            await stop.wait()
+            logger.info("worker stopping: in-flight runs get %g s to finish", settings.shutdown_grace_seconds)
+    finally:
+        if service is not None:
+            await service.close(grace_seconds=0)
+        if engine is not None:
+            engine.stop()
+        await database.dispose()
+        await fetcher.aclose()
+        await store.close()
+
+
+def main_worker(settings: Settings) -> None:
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await run_worker(settings, stop=stop)
+
+    asyncio.run(run())
