@@ -79,6 +79,21 @@ def make_store(settings: Settings) -> Any:
         raise ConfigurationError(str(exc)) from exc
 
 
+async def preflight(settings: Settings) -> None:
+    """Fail fast, with a clear message, on object storage or Temporal that cannot be used (before the server binds)."""
+    store = make_store(settings)
+    try:
+        await store.check()
+    except StorageUnavailable as exc:
+        raise ConfigurationError(f"the object storage ({settings.storage_backend.value}) cannot be used: {exc}") from exc
+    finally:
+        await store.close()
+    if settings.is_temporal:
+        from pipelex_server.temporal.client import connect
+
+        await connect(settings)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 

@@ -42,6 +42,8 @@ SERVER_CODES: dict[str, tuple[int, str, bool]] = {
     "run.not_terminal": (409, "The run has not ended", False),
     "run.not_completed": (409, "The run has no output", False),
     "storage.unavailable": (503, "The object storage is unavailable", False),
+    "temporal.unavailable": (503, "Temporal is unavailable", False),
+    "run.output_external": (409, "The run's output is kept in object storage", False),
     "upload.not_found": (404, "No such upload", False),
     "upload.missing_file": (422, "The upload has no file", False),
     "input.url_unreachable": (422, "An input's URL could not be fetched", True),

@@ -134,7 +134,8 @@ class Settings(BaseSettings):
         if not self.temporal_address:
             raise ConfigurationError("EXECUTION_MODE=temporal needs TEMPORAL_ADDRESS (host:port of the Temporal frontend)")
         url = self.resolved_database_url
-        if ":memory:" in url or url.rstrip("/").endswith(("sqlite://", "sqlite+aiosqlite://")):
+        sqlite_path = url.split("://", 1)[-1].split("?", 1)[0] if url.startswith("sqlite") else None
+        if ":memory:" in url or (sqlite_path is not None and not sqlite_path.strip("/")):
             raise ConfigurationError("EXECUTION_MODE=temporal cannot use an in-memory database: API and workers must share the run store")
         local_parts = []
         if url.startswith("sqlite"):

@@ -455,3 +455,37 @@ async def test_uploads_follow_the_run_retention_setting(make_app):
     assert (await app.client.get(f"/api/v1/uploads/{old['upload_id']}")).status_code == 404
     assert not (storage_root(app) / old["uri"].removeprefix("pipelex-storage://")).exists()
     assert (await app.client.get(f"/api/v1/uploads/{new['upload_id']}")).status_code == 200
+
+
+TWO_DOCUMENTS_BUNDLE = '''domain = "twodocs"
+main_pipe = "read_both"
+
+[pipe.read_both]
+type = "PipeLLM"
+description = "Read two documents"
+inputs = { first = "Document", second = "Document" }
+output = "Text"
+prompt = """
+Compare:
+@first
+@second
+"""
+'''
+
+
+async def test_a_refused_start_leaves_nothing_stored(fetching_app, files, stub):
+    """The first input is stored at once; the second (a slow server) is refused a second later: nothing stays."""
+    path = f"/slow-{uuid.uuid4().hex}"
+    files.drip(path, chunk=b"%PDF", count=100, interval=0.3, content_type="application/pdf")
+    run_id = f"refused-{uuid.uuid4().hex}"
+    inputs = {
+        "first": {"concept": "Document", "content": {"url": data_url(make_pdf("kept?"), "application/pdf")}},
+        "second": {"concept": "Document", "content": {"url": files.url(path)}},
+    }
+    body = {"pipeline_run_id": run_id, "mthds_contents": [TWO_DOCUMENTS_BUNDLE], "inputs": inputs}
+    response = await fetching_app.client.post("/api/v1/pipeline/start", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "input.url_unreachable"
+    assert (await fetching_app.client.get(f"/api/v1/runs/{run_id}")).status_code == 404
+    assert not stored_files(storage_root(fetching_app) / "shared" / "runs" / run_id)
+    assert stub.stats()["total_calls"] == 0

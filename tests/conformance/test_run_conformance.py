@@ -34,6 +34,9 @@ async def test_execute_returns_the_completed_run(api, deployment):
     assert document["pipeline_state"] == "COMPLETED"
     assert document["usage"]["tokens"]["input"] > 0
     assert (document["workflow_id"] is not None) == (deployment.mode == "temporal")
+    ready = (await api.get("/health/ready")).json()
+    assert ready["status"] == "ok"
+    assert ready["checks"].get("temporal") == ("ok" if deployment.mode == "temporal" else None)
 
 
 async def test_start_answers_at_once_then_streams_to_completion(api, deployment):
@@ -161,3 +164,19 @@ async def test_execute_is_idempotent_by_run_id(api, stub):
     assert first.status_code == second.status_code == 200
     assert first.json()["pipe_output"] == second.json()["pipe_output"]
     assert len([call for call in stub.stats()["recent"] if run_id in call["prompt"]]) == 1
+
+
+async def test_a_pdf_sent_as_a_data_url_is_read_by_the_run(api, stub):
+    from tests.api.test_documents import PDF_BUNDLE, data_url, document_input, make_pdf
+
+    marker = f"KOALA-{uuid.uuid4().hex[:8]}"
+    run_id = f"conf-pdf-{uuid.uuid4().hex}"
+    body = {
+        "pipeline_run_id": run_id,
+        "mthds_contents": [PDF_BUNDLE],
+        "inputs": document_input(data_url(make_pdf(marker), "application/pdf")),
+    }
+    assert (await api.post("/api/v1/pipeline/start", json=body)).status_code == 202
+    document = await wait_for_end(api, run_id)
+    assert document["pipeline_state"] == "COMPLETED", document
+    assert any(marker in call["prompt"] for call in stub.stats()["recent"])

@@ -58,7 +58,7 @@ def durable(stub, temporal_server, postgres_url, s3_server, tmp_path_factory) ->
     """The several-hosts configuration: PostgreSQL run store, S3 object storage, each process its own DATA_DIR."""
     bucket = f"durable-{uuid.uuid4().hex[:12]}"
     s3_server.create_bucket(bucket)
-    extra = {**s3_server.env(), "S3_BUCKET": bucket, "DATABASE_URL": postgres_url}
+    extra = {**s3_server.env(), "S3_BUCKET": bucket, "DATABASE_URL": postgres_url, "OUTPUT_INLINE_MAX_BYTES": "2000"}
     deployment = start_deployment("temporal", stub, tmp_path_factory.mktemp("durable"), temporal_server, extra)
     yield deployment
     deployment.stop()
@@ -143,3 +143,23 @@ async def test_two_workers_share_a_hundred_runs(durable, stub):
     workers = {worker for _state, worker in outcomes}
     assert len(workers) == 2, workers
     assert all(calls_with(stub, run_id) == 1 for run_id in run_ids)
+
+
+async def test_an_upload_read_by_a_worker_and_a_large_output_served_by_the_api(durable, stub):
+    """The API stores the upload in S3, a worker (another process, another data directory) reads it and stores the
+    large output in S3, and the API serves it."""
+    from tests.api.test_documents import EXTRACT_ONLY_BUNDLE, document_input, make_pdf
+
+    marker = f"PANDA-{uuid.uuid4().hex[:8]}"
+    pdf = make_pdf(marker, *[f"line {index} of a page long enough to pass the inline limit of the run document" for index in range(40)])
+    async with httpx.AsyncClient(base_url=durable.url, timeout=60) as api:
+        upload = (await api.post("/api/v1/uploads", files={"file": ("big.pdf", pdf, "application/pdf")})).json()
+        run_id = f"upload-{uuid.uuid4().hex}"
+        body = {"pipeline_run_id": run_id, "mthds_contents": [EXTRACT_ONLY_BUNDLE], "inputs": document_input(upload["uri"])}
+        assert (await api.post("/api/v1/pipeline/start", json=body)).status_code == 202
+        document = await wait_for_end(api, run_id)
+        assert document["pipeline_state"] == "COMPLETED", document
+        assert document["pipe_output"] is None
+        output = await api.get(document["output_url"])
+        assert output.status_code == 200
+        assert marker in output.text

@@ -65,7 +65,9 @@ async def test_migrations_create_the_tables(database_url):
 
 async def test_expired_leases_are_settled_and_live_ones_untouched(database_url, session_app):
     repository = await open_store(database_url)
-    service = RunService(settings=Settings(lease_seconds=30), repository=repository, engine=session_app.services.engine)
+    service = RunService(
+        settings=Settings(lease_seconds=30), repository=repository, engine=session_app.services.engine, store=session_app.services.store
+    )
     try:
         dead_running = run_row(state="RUNNING", owner="dead-process", lease_in=-5)
         live_running = run_row(state="RUNNING", owner="live-process", lease_in=60)
@@ -98,8 +100,8 @@ async def test_expired_leases_are_settled_and_live_ones_untouched(database_url, 
 async def test_two_processes_settle_a_run_once(database_url, session_app):
     repository = await open_store(database_url)
     engine = session_app.services.engine
-    first = RunService(settings=Settings(), repository=repository, engine=engine)
-    second = RunService(settings=Settings(), repository=repository, engine=engine)
+    first = RunService(settings=Settings(), repository=repository, engine=engine, store=session_app.services.store)
+    second = RunService(settings=Settings(), repository=repository, engine=engine, store=session_app.services.store)
     try:
         rows = [run_row(state="RUNNING", owner="dead", lease_in=-1) for _ in range(10)]
         for row in rows:
@@ -113,7 +115,7 @@ async def test_two_processes_settle_a_run_once(database_url, session_app):
 
 async def test_a_renewed_lease_is_not_settled(database_url, session_app):
     repository = await open_store(database_url)
-    service = RunService(settings=Settings(), repository=repository, engine=session_app.services.engine)
+    service = RunService(settings=Settings(), repository=repository, engine=session_app.services.engine, store=session_app.services.store)
     try:
         row = run_row(state="RUNNING", owner=service.instance_id, lease_in=-1)
         await repository.insert_run(row)

@@ -256,7 +256,11 @@ class RunService:
     async def execute(self, *, caller: Caller, request: RunRequest, run_id: str | None, request_id: str | None) -> dict[str, Any]:
         """Run and wait. Returns the execute answer of a COMPLETED run, or raises the run's problem."""
         await self._admit(request)
-        row, created = await self._create_or_replay(caller=caller, request=request, run_id=run_id, kind="execute")
+        fingerprint = request.fingerprint()
+        if self.is_temporal:  # the worker gets a request that references storage only, as for /start
+            run_id = run_id or str(uuid.uuid4())
+            request = await self._checked(caller, request, run_id, request_id)
+        row, created = await self._create_or_replay(caller=caller, request=request, run_id=run_id, kind="execute", fingerprint=fingerprint)
         if row["state"] not in TERMINAL_STATES:
             if self.is_temporal:
                 await self._submit(row, request)
@@ -279,11 +283,7 @@ class RunService:
         """Check the bundle and inputs now (422 at once), then run in the background. Returns the 202 body."""
         await self._admit(request)
         run_id = run_id or str(uuid.uuid4())
-        rewrites = await self.engine.check(
-            **request.engine_arguments(), scope=caller.scope, storage_scope=run_prefix(caller.scope, run_id), request_id=request_id
-        )
-        # the stored request references storage only: the run (here, or on a worker) never fetches the inputs again
-        stored = request.with_rewritten_urls(rewrites)
+        stored = await self._checked(caller, request, run_id, request_id)
         row, created = await self._create_or_replay(
             caller=caller, request=stored, run_id=run_id, kind="start", fingerprint=request.fingerprint()
         )
@@ -293,6 +293,28 @@ class RunService:
         elif created:
             self._spawn(row, caller, stored, request_id)
         return start_answer(row)
+
+    async def _checked(self, caller: Caller, request: RunRequest, run_id: str, request_id: str | None) -> RunRequest:
+        """Check the bundle and inputs as the run will (remote and data: inputs are stored under the run's prefix);
+        returns the request to store, whose inputs reference storage only, so the run never fetches them again.
+        A refused request leaves nothing stored behind (unless the id is an existing run of this caller's)."""
+        try:
+            rewrites = await self.engine.check(
+                **request.engine_arguments(), scope=caller.scope, storage_scope=run_prefix(caller.scope, run_id), request_id=request_id
+            )
+        except BaseException:
+            existing = await self.repository.get(run_id)
+            if existing is None or existing["caller_id"] != caller.id:
+                await self._delete_stored(caller.id, run_id)
+            raise
+        return request.with_rewritten_urls(rewrites)
+
+    async def temporal_health(self) -> str:
+        try:
+            await asyncio.wait_for(self.temporal.service_client.check_health(), 3)
+        except Exception as exc:
+            return f"failing: {type(exc).__name__}"
+        return "ok"
 
     async def _submit(self, row: dict[str, Any], request: RunRequest) -> None:
         """Temporal mode: start the run's workflow (an already started one is left alone)."""
@@ -408,6 +430,8 @@ class RunService:
             self._slots.release()
         existing = await self.repository.get(run_id)
         if existing is None or existing["caller_id"] != caller.id or existing["request_hash"] != fingerprint:
+            if existing is None or existing["caller_id"] != caller.id:
+                await self._delete_stored(caller.id, run_id)  # what this request's check stored belongs to no run
             raise ApiProblem(
                 status=409,
                 code="request.idempotency_conflict",
@@ -518,7 +542,12 @@ class RunService:
             values["output"] = outcome.pipe_output
             return values
         # too large to inline: kept in object storage, linked from the run document and the callbacks
-        await self.store.put(output_key(caller.scope, run_id), encoded, content_type="application/json")
+        try:
+            await self.store.put(output_key(caller.scope, run_id), encoded, content_type="application/json")
+        except StorageUnavailable:
+            logger.exception("could not store the output of run %s: it stays inline", run_id)
+            values["output"] = outcome.pipe_output
+            return values
         values["output"] = None
         values["output_url"] = f"/api/v1/runs/{run_id}/output"
         return values
@@ -906,11 +935,11 @@ class RunService:
         await self._open_events(run_id)
         if reason == "cancelled":
             values = {"state": "CANCELLED", "error": _problem_document(409, "run.cancelled", "The run was cancelled by its caller.")}
-        elif "timeout" in detail.lower() or "timed out" in detail.lower():
-            problem = _problem_document(422, "run.timed_out", f"The run stopped answering and passed its time limit ({detail}).")
+        elif reason == "timed_out":
+            problem = _problem_document(422, "run.timed_out", f"The run passed its time limit without finishing ({detail}).")
             values = {"state": "FAILED", "error": problem}
         else:
-            problem = _problem_document(500, "run.lost", f"The run could not be completed: {detail}")
+            problem = _problem_document(500, "run.lost", f"The run could not be completed by any attempt: {detail}")
             values = {"state": "ERROR", "error": problem}
         return (await self._finish(row, values))["state"]
 

@@ -20,7 +20,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, is_cancelled_exception
+from temporalio.exceptions import ActivityError, TimeoutError, TimeoutType, is_cancelled_exception
 
 RUN_WORKFLOW = "PipelexRun"
 CALLBACKS_WORKFLOW = "PipelexCallbacks"
@@ -51,7 +51,7 @@ class ExecuteParams:
 @dataclass
 class SettleParams:
     run_id: str
-    reason: str  # "cancelled" | "failed"
+    reason: str  # "cancelled" | "timed_out" (the attempt passed its time limit) | "lost" (attempts exhausted, worker lost)
     detail: str
 
 
@@ -63,10 +63,11 @@ class CallbackParams:
 
 
 def _callback_retry(params: CallbackParams) -> RetryPolicy:
+    # the in-process schedule: CALLBACK_BACKOFF_SECONDS, then x4 each time, at most 12 h apart
     return RetryPolicy(
         initial_interval=timedelta(seconds=params.backoff_seconds),
-        backoff_coefficient=2.0,
-        maximum_interval=timedelta(hours=1),
+        backoff_coefficient=4.0,
+        maximum_interval=timedelta(hours=12),
         maximum_attempts=params.max_attempts,
     )
 
@@ -106,10 +107,15 @@ class RunWorkflow:
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             )
         except (ActivityError, asyncio.CancelledError) as exc:
-            cancelled = is_cancelled_exception(exc)
             cause = exc.cause if isinstance(exc, ActivityError) else None
+            if is_cancelled_exception(exc):
+                reason = "cancelled"
+            elif isinstance(cause, TimeoutError) and cause.type in (TimeoutType.START_TO_CLOSE, TimeoutType.SCHEDULE_TO_CLOSE):
+                reason = "timed_out"
+            else:  # the last attempt failed or its worker stopped heartbeating (killed, partitioned)
+                reason = "lost"
             detail = str(cause or exc) or type(exc).__name__
-            settle = SettleParams(run_id=params.run_id, reason="cancelled" if cancelled else "failed", detail=detail[:500])
+            settle = SettleParams(run_id=params.run_id, reason=reason, detail=detail[:500])
             # a cancellation is delivered once: the activities below run to their end
             state = await workflow.execute_activity(
                 SETTLE_ACTIVITY,

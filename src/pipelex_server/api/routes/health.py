@@ -46,6 +46,9 @@ async def ready(services: ServicesDep) -> JSONResponse:
         checks["runtime"] = "ok"
     checks["inference"] = {"live": engine.plan.is_live, "backends": list(engine.plan.enabled)}
     healthy = checks["run_store"] == "ok" and checks["runtime"] == "ok"
+    if services.settings.is_temporal:
+        checks["temporal"] = await services.runs.temporal_health()
+        healthy = healthy and checks["temporal"] == "ok"
     return JSONResponse({"status": "ok" if healthy else "unavailable", "checks": checks}, status_code=200 if healthy else 503)
 
 
