@@ -39,6 +39,7 @@ format: $(STAMP) ## format the code
 bench: $(STAMP) ## run the benchmarks (prints numbers; see docs/benchmarks.md)
 	$(BIN)/python bench/bench_core.py
 	$(BIN)/python bench/bench_runs.py
+	$(BIN)/python bench/bench_temporal.py
 
 lock: ## re-resolve requirements.lock from pyproject.toml in a scratch venv
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv && .lock-venv/bin/pip install --quiet -e '.[dev]'

@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 FLUSH_INTERVAL = 0.2
 POLL_INTERVAL = 0.5
-FIRST_POLL_INTERVAL = 0.05  # events written by another process are polled for: soon after a change, then less often
+FIRST_POLL_INTERVAL = 0.02  # events written by another process are polled for: soon after a change, then less often
 KEEPALIVE_SECONDS = 15.0
 END_EVENT = "end"
 
@@ -154,7 +154,7 @@ class RunEvents:
                 return
             await self._wait(run_id, interval)  # this process's own writes wake it at once
             idle += interval
-            interval = min(POLL_INTERVAL, interval * 2)
+            interval = min(POLL_INTERVAL, interval * 1.5)
             if idle >= KEEPALIVE_SECONDS:
                 idle = 0.0
                 yield None

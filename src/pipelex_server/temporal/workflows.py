@@ -1,7 +1,10 @@
 """The run workflow: one activity executes the pipeline, another delivers the completion callbacks.
 
-Deterministic and runtime-free: this module imports only the Temporal SDK and the standard library, and names
-activities by their registered names, so the workflow sandbox never loads the pipelex runtime.
+Deterministic and runtime-free: this module imports only the Temporal SDK and the standard library, names activities
+by their registered names (the pipelex runtime is never loaded here), and does no I/O, reads no clock and draws no
+random number. That is what Temporal's workflow sandbox enforces; the workflows run outside it (``sandboxed=False``)
+because re-creating the sandbox for every run cost ~45 ms of a run's latency (docs/benchmarks.md), and a test keeps
+this module free of the runtime.
 
 - ``execute_run`` executes the run; it heartbeats, checkpoints each finished top-level step (a retry skips them),
   and classifies failures: input and bundle errors end the run FAILED at once; provider rate limits, 5xx and
@@ -84,7 +87,7 @@ async def _deliver(params: CallbackParams) -> None:
         workflow.logger.warning("callbacks of run %s were abandoned after %d attempts", params.run_id, params.max_attempts)
 
 
-@workflow.defn(name=RUN_WORKFLOW)
+@workflow.defn(name=RUN_WORKFLOW, sandboxed=False)
 class RunWorkflow:
     @workflow.run
     async def run(self, params: RunParams) -> str:
@@ -132,7 +135,7 @@ class RunWorkflow:
         return state
 
 
-@workflow.defn(name=CALLBACKS_WORKFLOW)
+@workflow.defn(name=CALLBACKS_WORKFLOW, sandboxed=False)
 class CallbacksWorkflow:
     """Re-sends a run's completion callbacks (POST .../callbacks/redeliver)."""
 
