@@ -79,15 +79,25 @@ def make_store(settings: Settings) -> Any:
         raise ConfigurationError(str(exc)) from exc
 
 
-async def preflight(settings: Settings) -> None:
-    """Fail fast, with a clear message, on object storage or Temporal that cannot be used (before the server binds)."""
+async def open_storage(settings: Settings) -> tuple[Any, Fetcher]:
+    """The checked object store and the guarded fetcher (ConfigurationError when the storage cannot be used)."""
     store = make_store(settings)
     try:
         await store.check()
     except StorageUnavailable as exc:
-        raise ConfigurationError(f"the object storage ({settings.storage_backend.value}) cannot be used: {exc}") from exc
-    finally:
         await store.close()
+        raise ConfigurationError(f"the object storage ({settings.storage_backend.value}) cannot be used: {exc}") from exc
+    fetcher = Fetcher(
+        allow_private=settings.fetch_allow_private_hosts, max_bytes=settings.fetch_max_bytes, timeout_seconds=settings.fetch_timeout_seconds
+    )
+    return store, fetcher
+
+
+async def preflight(settings: Settings) -> None:
+    """Fail fast, with a clear message, on object storage or Temporal that cannot be used (before the server binds)."""
+    store, fetcher = await open_storage(settings)
+    await fetcher.aclose()
+    await store.close()
     if settings.is_temporal:
         from pipelex_server.temporal.client import connect
 
@@ -99,17 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = make_store(settings)
-        try:
-            await store.check()
-        except StorageUnavailable as exc:
-            await store.close()
-            raise ConfigurationError(f"the object storage ({settings.storage_backend.value}) cannot be used: {exc}") from exc
-        fetcher = Fetcher(
-            allow_private=settings.fetch_allow_private_hosts,
-            max_bytes=settings.fetch_max_bytes,
-            timeout_seconds=settings.fetch_timeout_seconds,
-        )
+        store, fetcher = await open_storage(settings)
         database = make_engine(settings.resolved_database_url)
         await migrate(database)
         engine = Engine(settings, store=store, fetcher=fetcher)

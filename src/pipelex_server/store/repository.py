@@ -51,6 +51,23 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise InvalidCursor(cursor) from exc
 
 
+async def newest_first(
+    engine: AsyncEngine, statement: sa.Select[Any], table: sa.Table, limit: int, cursor: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of rows, newest first (created_at, then id), and the cursor of the next page (None on the last)."""
+    if cursor:
+        created_at, row_id = decode_cursor(cursor)
+        statement = statement.where(sa.or_(table.c.created_at < created_at, sa.and_(table.c.created_at == created_at, table.c.id < row_id)))
+    statement = statement.order_by(table.c.created_at.desc(), table.c.id.desc()).limit(limit + 1)
+    async with engine.connect() as connection:
+        rows = [dict(row) for row in (await connection.execute(statement)).mappings()]
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"])
+    return rows, next_cursor
+
+
 class RunRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -119,19 +136,7 @@ class RunRepository:
             statement = statement.where(runs.c.state == state)
         if pipe_code:
             statement = statement.where(runs.c.pipe_code == pipe_code)
-        if cursor:
-            created_at, run_id = decode_cursor(cursor)
-            statement = statement.where(
-                sa.or_(runs.c.created_at < created_at, sa.and_(runs.c.created_at == created_at, runs.c.id < run_id))
-            )
-        statement = statement.order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit + 1)
-        async with self.engine.connect() as connection:
-            rows = [dict(row) for row in (await connection.execute(statement)).mappings()]
-        next_cursor = None
-        if len(rows) > limit:
-            rows = rows[:limit]
-            next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"])
-        return rows, next_cursor
+        return await newest_first(self.engine, statement, runs, limit, cursor)
 
     async def delete_terminal(self, run_id: str) -> bool:
         async with self.engine.begin() as connection:
@@ -371,20 +376,7 @@ class UploadRepository:
         return dict(row)
 
     async def list_for(self, caller_id: str, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
-        statement = sa.select(uploads).where(uploads.c.caller_id == caller_id)
-        if cursor:
-            created_at, upload_id = decode_cursor(cursor)
-            statement = statement.where(
-                sa.or_(uploads.c.created_at < created_at, sa.and_(uploads.c.created_at == created_at, uploads.c.id < upload_id))
-            )
-        statement = statement.order_by(uploads.c.created_at.desc(), uploads.c.id.desc()).limit(limit + 1)
-        async with self.engine.connect() as connection:
-            rows = [dict(row) for row in (await connection.execute(statement)).mappings()]
-        next_cursor = None
-        if len(rows) > limit:
-            rows = rows[:limit]
-            next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"])
-        return rows, next_cursor
+        return await newest_first(self.engine, sa.select(uploads).where(uploads.c.caller_id == caller_id), uploads, limit, cursor)
 
     async def purge_before(self, cutoff: datetime, limit: int = 500) -> list[dict[str, Any]]:
         async with self.engine.begin() as connection:

@@ -18,11 +18,9 @@ logger = logging.getLogger(__name__)
 
 
 async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
-    from pipelex_server.app import make_store
+    from pipelex_server.app import open_storage
     from pipelex_server.engine.runtime import Engine
-    from pipelex_server.fetch import Fetcher
     from pipelex_server.runs.service import RunService
-    from pipelex_server.storage import StorageUnavailable
     from pipelex_server.store.db import make_engine, migrate
     from pipelex_server.store.repository import RunRepository
     from pipelex_server.temporal.activities import RunActivities
@@ -32,15 +30,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
     if not settings.is_temporal:
         raise ConfigurationError("pipelex-server worker needs EXECUTION_MODE=temporal (and TEMPORAL_ADDRESS)")
     stop = stop or asyncio.Event()
-    store = make_store(settings)
-    try:
-        await store.check()
-    except StorageUnavailable as exc:
-        await store.close()
-        raise ConfigurationError(f"the object storage ({settings.storage_backend.value}) cannot be used: {exc}") from exc
-    fetcher = Fetcher(
-        allow_private=settings.fetch_allow_private_hosts, max_bytes=settings.fetch_max_bytes, timeout_seconds=settings.fetch_timeout_seconds
-    )
+    store, fetcher = await open_storage(settings)
     database = make_engine(settings.resolved_database_url)
     engine: Engine | None = None
     service: RunService | None = None
