@@ -30,18 +30,21 @@ UPLOAD_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 _MEDIA_TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
 
 
-def sniff_content_type(data: bytes, declared: str | None) -> str:
-    """The type the bytes say they are; else the declared one when well-formed; else application/octet-stream."""
+def sniff_content_type(data: bytes, declared: str | None, filename: str | None = None) -> str:
+    """The type the bytes say they are; else the declared one when well-formed and specific; else the one the file
+    name's extension says (curl declares application/octet-stream for any file); else application/octet-stream."""
+    import mimetypes
+
     import filetype
 
     kind = filetype.guess(data[:8192])
     if kind is not None:
         return kind.mime
-    if declared:
-        media_type = declared.split(";", 1)[0].strip().lower()
-        if _MEDIA_TYPE_RE.match(media_type):
-            return media_type
-    return "application/octet-stream"
+    media_type = (declared or "").split(";", 1)[0].strip().lower()
+    if _MEDIA_TYPE_RE.match(media_type) and media_type != "application/octet-stream":
+        return media_type
+    guessed = mimetypes.guess_type(filename or "", strict=False)[0] if filename else None
+    return guessed or "application/octet-stream"
 
 
 def upload_document(row: dict[str, Any]) -> dict[str, Any]:
@@ -82,7 +85,7 @@ class UploadService:
         if not data:
             raise ApiProblem(status=422, code="upload.missing_file", detail="The uploaded file is empty.")
         upload_id = uuid.uuid4().hex
-        content_type = sniff_content_type(data, declared_type)
+        content_type = sniff_content_type(data, declared_type, sanitize_filename(filename))
         key = upload_key(caller.scope, upload_id, extension_for(content_type))
         try:
             await self.store.put(key, data, content_type=content_type)

@@ -245,6 +245,24 @@ async def test_upload_lifecycle_get_list_delete(client, session_app):
     assert response.json()["code"] == "input.reference_not_found"
 
 
+@pytest.mark.parametrize(
+    ("name", "declared", "expected"),
+    [
+        ("notes.md", "application/octet-stream", "text/markdown"),
+        ("notes.txt", None, "text/plain"),
+        ("data.csv", "text/csv; charset=utf-8", "text/csv"),
+        ("no-extension", "application/octet-stream", "application/octet-stream"),
+        ("scan.pdf", "text/plain", "application/pdf"),  # the bytes win over a wrong declaration
+    ],
+)
+async def test_upload_content_type_from_bytes_then_declaration_then_extension(client, name, declared, expected):
+    data = make_pdf("typed") if name.endswith(".pdf") else b"plain text, no magic number"
+    part = (name, data, declared) if declared else (name, data)
+    upload = (await client.post("/api/v1/uploads", files={"file": part})).json()
+    assert upload["content_type"] == expected, upload
+    await client.delete(f"/api/v1/uploads/{upload['upload_id']}")
+
+
 @pytest.mark.parametrize("name", ["../../etc/passwd", "..\\..\\boot.ini", "/abs/path/evil.pdf", "a b\x01c.pdf", "...."])
 async def test_upload_names_never_become_paths(client, session_app, name):
     root = storage_root(session_app)

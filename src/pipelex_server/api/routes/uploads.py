@@ -19,7 +19,9 @@ class UploadDocument(BaseModel):
     upload_id: str
     uri: str = Field(description="The pipelex-storage:// URI to pass as an input's url (usable by this caller only).")
     filename: str | None = Field(description="The client's file name, reduced to [A-Za-z0-9._-] (metadata only).")
-    content_type: str = Field(description="Sniffed from the bytes; else the part's declared type; else application/octet-stream.")
+    content_type: str = Field(
+        description="From the bytes; else the part's declared type (unless octet-stream); else the file name's extension; else octet-stream."
+    )
     size_bytes: int
     sha256: str
     created_at: str
