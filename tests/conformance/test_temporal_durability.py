@@ -55,10 +55,17 @@ prompt = "STEP-THREE $text $two"
 
 @pytest.fixture(scope="module")
 def durable(stub, temporal_server, postgres_url, s3_server, tmp_path_factory) -> Iterator[Deployment]:
-    """The several-hosts configuration: PostgreSQL run store, S3 object storage, each process its own DATA_DIR."""
+    """The several-hosts configuration: PostgreSQL run store, S3 object storage, each process its own DATA_DIR; 8 runs at
+    most per worker, so a batch of runs cannot all fit on one."""
     bucket = f"durable-{uuid.uuid4().hex[:12]}"
     s3_server.create_bucket(bucket)
-    extra = {**s3_server.env(), "S3_BUCKET": bucket, "DATABASE_URL": postgres_url, "OUTPUT_INLINE_MAX_BYTES": "2000"}
+    extra = {
+        **s3_server.env(),
+        "S3_BUCKET": bucket,
+        "DATABASE_URL": postgres_url,
+        "OUTPUT_INLINE_MAX_BYTES": "2000",
+        "MAX_CONCURRENT_RUNS": "8",
+    }
     deployment = start_deployment("temporal", stub, tmp_path_factory.mktemp("durable"), temporal_server, extra)
     yield deployment
     deployment.stop()
