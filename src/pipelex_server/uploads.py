@@ -20,7 +20,7 @@ from pipelex_server.fetch import sanitize_filename
 from pipelex_server.runs.service import Caller, iso
 from pipelex_server.settings import Settings
 from pipelex_server.storage import ObjectStore, StorageUnavailable
-from pipelex_server.storage.keys import upload_key
+from pipelex_server.storage.keys import extension_for, upload_key
 from pipelex_server.store.repository import InvalidCursor, UploadRepository, utcnow
 
 logger = logging.getLogger(__name__)
@@ -80,8 +80,6 @@ class UploadService:
             await asyncio.gather(self._background, return_exceptions=True)
 
     async def create(self, *, caller: Caller, data: bytes, filename: str | None, declared_type: str | None) -> dict[str, Any]:
-        from pipelex_server.engine.storage import extension_for
-
         if not data:
             raise ApiProblem(status=422, code="upload.missing_file", detail="The uploaded file is empty.")
         upload_id = uuid.uuid4().hex

@@ -17,7 +17,6 @@ import asyncio
 import contextvars
 import hashlib
 import logging
-import mimetypes
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from pipelex.tools.storage.storage_provider_abstract import PIPELEX_STORAGE_SCHE
 from pipelex_server.errors import ApiProblem
 from pipelex_server.fetch import Fetcher, FetchRefused
 from pipelex_server.storage import ObjectNotFound, ObjectStore, StorageUnavailable, validate_key
+from pipelex_server.storage.keys import extension_for
 
 logger = logging.getLogger(__name__)
 
@@ -47,13 +47,6 @@ FETCH_REASON_CODES = {
 
 def storage_uri(key: str) -> str:
     return f"{PIPELEX_STORAGE_SCHEME}{key}"
-
-
-def extension_for(content_type: str | None) -> str:
-    if not content_type:
-        return "bin"
-    guessed = mimetypes.guess_extension(content_type, strict=False)
-    return guessed.lstrip(".") if guessed else "bin"
 
 
 class ServerStorageProvider(StorageProviderAbstract):
@@ -215,17 +208,3 @@ def install_input_hook() -> None:
 
     prepare_url_content._pipelex_server_hooked = True  # type: ignore[attr-defined]
     input_normalizer._prepare_url_content = prepare_url_content  # type: ignore[assignment]
-
-
-def rewrite_urls(value: Any, rewrites: dict[str, str]) -> Any:
-    """The JSON inputs with every ``"url"`` the resolution stored replaced by its storage URI."""
-    if not rewrites:
-        return value
-    if isinstance(value, dict):
-        return {
-            key: (rewrites.get(item, item) if key == "url" and isinstance(item, str) else rewrite_urls(item, rewrites))
-            for key, item in value.items()
-        }
-    if isinstance(value, list):
-        return [rewrite_urls(item, rewrites) for item in value]
-    return value

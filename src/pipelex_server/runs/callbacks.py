@@ -108,9 +108,9 @@ class CallbackDeliverer:
                 await asyncio.wait_for(self._wake.wait(), delay)
             self._wake.clear()
 
-    async def deliver_due(self) -> int:
-        now = utcnow()
-        claimed = await self.repository.claim_due_deliveries(self.owner, now, DELIVERY_LEASE_SECONDS)
+    async def deliver_due(self, *, run_id: str | None = None, limit: int = 20) -> int:
+        """One attempt of each due delivery (of one run, with ``run_id``) this process can claim; returns how many."""
+        claimed = await self.repository.claim_due_deliveries(self.owner, utcnow(), DELIVERY_LEASE_SECONDS, limit=limit, run_id=run_id)
         if claimed:
             await asyncio.gather(*(self._attempt(delivery) for delivery in claimed))
         return len(claimed)
@@ -118,9 +118,7 @@ class CallbackDeliverer:
     async def deliver_run(self, run_id: str) -> int:
         """One attempt of each of the run's due deliveries (Temporal's callback activity); returns how many are
         neither delivered nor out of attempts."""
-        claimed = await self.repository.claim_due_deliveries(self.owner, utcnow(), DELIVERY_LEASE_SECONDS, limit=100, run_id=run_id)
-        if claimed:
-            await asyncio.gather(*(self._attempt(delivery) for delivery in claimed))
+        await self.deliver_due(run_id=run_id, limit=100)
         return sum(
             1
             for delivery in await self.repository.deliveries_of(run_id)

@@ -126,8 +126,6 @@ class RunRequest:
         """The same request with the inputs' remote and data: URLs replaced by the storage URIs they were stored at."""
         if not rewrites:
             return self
-        from pipelex_server.engine.storage import rewrite_urls
-
         return replace(self, inputs=rewrite_urls(self.inputs, rewrites))
 
     def engine_arguments(self) -> dict[str, Any]:
@@ -135,6 +133,20 @@ class RunRequest:
         arguments = self.to_json()
         del arguments["callback_urls"]
         return arguments
+
+
+def rewrite_urls(value: Any, rewrites: dict[str, str]) -> Any:
+    """The JSON inputs with every ``"url"`` the resolution stored replaced by its storage URI."""
+    if not rewrites:
+        return value
+    if isinstance(value, dict):
+        return {
+            key: (rewrites.get(item, item) if key == "url" and isinstance(item, str) else rewrite_urls(item, rewrites))
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [rewrite_urls(item, rewrites) for item in value]
+    return value
 
 
 def iso(value: datetime | None) -> str | None:
@@ -194,6 +206,10 @@ def not_found(run_id: str) -> ApiProblem:
 
 def _problem_document(status: int, code: str, detail: str) -> dict[str, Any]:
     return ApiProblem(status=status, code=code, detail=detail).to_document(request_id=None)
+
+
+def _cancelled_problem() -> dict[str, Any]:
+    return _problem_document(409, "run.cancelled", "The run was cancelled by its caller.")
 
 
 class RunService:
@@ -474,7 +490,7 @@ class RunService:
                 await self._hand_back(run_id)
                 raise
             # cancelled by its caller: the run ends CANCELLED and the task returns it (waiters get the run, not an error)
-            values = {"state": "CANCELLED", "error": _problem_document(409, "run.cancelled", "The run was cancelled by its caller.")}
+            values = {"state": "CANCELLED", "error": _cancelled_problem()}
         finally:
             if holds_slot:
                 self._slots.release()
@@ -694,7 +710,7 @@ class RunService:
 
     async def _cancel_queued(self, run_id: str) -> bool:
         next_seq = await self.repository.max_seq(run_id) + 1
-        problem = _problem_document(409, "run.cancelled", "The run was cancelled by its caller.")
+        problem = _cancelled_problem()
         now = utcnow()
         events = [
             {
@@ -856,11 +872,10 @@ class RunService:
         self.events.open(run_id, next_seq=await self.repository.max_seq(run_id) + 1)
 
     async def _flush_and_close(self, run_id: str, *extra: tuple[str, dict[str, Any]]) -> None:
-        async with self.events.lock_for(run_id):
-            events = self.events.take_pending(run_id)
-            events += [self.events.make(run_id, event, data) for event, data in extra]
-            if events:
-                await self.repository.append_events(run_id, events)
+        """Write the run's buffered events (and ``extra``) and stop tracking it here: another attempt takes it on."""
+        for event, data in extra:
+            self.events.buffer(run_id, event, data)
+        await self.events.flush(run_id)
         self.events.close_run(run_id)
 
     async def execute_assigned(self, run_id: str, *, attempt: int, max_attempts: int, worker_shutdown: Any) -> str:
@@ -909,8 +924,7 @@ class RunService:
             if worker_shutdown():
                 await self._flush_and_close(run_id)
                 raise
-            cancelled = {"state": "CANCELLED", "error": _problem_document(409, "run.cancelled", "The run was cancelled by its caller.")}
-            await asyncio.shield(self._finish(row, cancelled))
+            await asyncio.shield(self._finish(row, {"state": "CANCELLED", "error": _cancelled_problem()}))
             raise
         if values["state"] == "FAILED" and attempt < max_attempts and is_retryable(values.get("error")):
             error = values["error"]
@@ -934,7 +948,7 @@ class RunService:
             return row["state"]
         await self._open_events(run_id)
         if reason == "cancelled":
-            values = {"state": "CANCELLED", "error": _problem_document(409, "run.cancelled", "The run was cancelled by its caller.")}
+            values = {"state": "CANCELLED", "error": _cancelled_problem()}
         elif reason == "timed_out":
             problem = _problem_document(422, "run.timed_out", f"The run passed its time limit without finishing ({detail}).")
             values = {"state": "FAILED", "error": problem}

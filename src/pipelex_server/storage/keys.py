@@ -10,6 +10,16 @@ Caller ids and run ids match ``[A-Za-z0-9_-]{1,128}``, so a key never escapes it
 
 from __future__ import annotations
 
+import mimetypes
+
+
+def extension_for(content_type: str | None) -> str:
+    """The file extension a stored object's key gets for its content type (``bin`` when there is none)."""
+    if not content_type:
+        return "bin"
+    guessed = mimetypes.guess_extension(content_type, strict=False)
+    return guessed.lstrip(".") if guessed else "bin"
+
 
 def run_prefix(scope: str, run_id: str) -> str:
     return f"{scope}/runs/{run_id}"
