@@ -347,6 +347,11 @@ async def test_remote_pdf_is_fetched_once_by_the_server_and_stored(fetching_app,
     assert files.hits(path) == 1
     row = await fetching_app.services.repository.get(run_id)
     assert row["request"]["inputs"]["doc"]["content"]["url"].startswith("pipelex-storage://")
+    # a retried /start (same id, same body) is answered from its run: the URL is not fetched again
+    again = await fetching_app.client.post("/api/v1/pipeline/start", json=body)
+    assert again.status_code == 202, again.text
+    assert again.json()["pipeline_run_id"] == run_id
+    assert files.hits(path) == 1
 
 
 async def test_remote_image_with_a_redirect(fetching_app, files, stub):

@@ -273,7 +273,8 @@ class RunService:
         """Run and wait. Returns the execute answer of a COMPLETED run, or raises the run's problem."""
         await self._admit(request)
         fingerprint = request.fingerprint()
-        if self.is_temporal:  # the worker gets a request that references storage only, as for /start
+        if self.is_temporal and not await self._is_replay(caller, run_id, fingerprint):
+            # the worker gets a request that references storage only, as for /start
             run_id = run_id or str(uuid.uuid4())
             request = await self._checked(caller, request, run_id, request_id)
         row, created = await self._create_or_replay(caller=caller, request=request, run_id=run_id, kind="execute", fingerprint=fingerprint)
@@ -298,17 +299,25 @@ class RunService:
     async def start(self, *, caller: Caller, request: RunRequest, run_id: str | None, request_id: str | None) -> dict[str, Any]:
         """Check the bundle and inputs now (422 at once), then run in the background. Returns the 202 body."""
         await self._admit(request)
+        fingerprint = request.fingerprint()
+        # a retried request (same id, same body) is answered from its run: no second check, no second fetch
+        stored = request if await self._is_replay(caller, run_id, fingerprint) else None
         run_id = run_id or str(uuid.uuid4())
-        stored = await self._checked(caller, request, run_id, request_id)
-        row, created = await self._create_or_replay(
-            caller=caller, request=stored, run_id=run_id, kind="start", fingerprint=request.fingerprint()
-        )
+        stored = stored or await self._checked(caller, request, run_id, request_id)
+        row, created = await self._create_or_replay(caller=caller, request=stored, run_id=run_id, kind="start", fingerprint=fingerprint)
         if self.is_temporal:
             if row["state"] not in TERMINAL_STATES:
                 await self._submit(row, stored)  # also for a replay: a submission lost in a crash is made again
         elif created:
             self._spawn(row, caller, stored, request_id)
         return start_answer(row)
+
+    async def _is_replay(self, caller: Caller, run_id: str | None, fingerprint: str) -> bool:
+        """The id names this caller's run of this very request (an idempotent retry)."""
+        if run_id is None:
+            return False
+        existing = await self.repository.get(run_id)
+        return existing is not None and existing["caller_id"] == caller.id and existing["request_hash"] == fingerprint
 
     async def _checked(self, caller: Caller, request: RunRequest, run_id: str, request_id: str | None) -> RunRequest:
         """Check the bundle and inputs as the run will (remote and data: inputs are stored under the run's prefix);
