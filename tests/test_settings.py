@@ -7,7 +7,7 @@ def test_empty_variables_count_as_unset(monkeypatch, tmp_path):
     for name in ("RUN_TIMEOUT_SECONDS", "RUN_RETENTION_DAYS", "PIPELEX_CONFIG_DIR", "COMPLETION_CALLBACK_SECRET", "DATABASE_URL"):
         monkeypatch.setenv(name, "")
     settings = Settings(data_dir=tmp_path)
-    assert settings.run_timeout_seconds is None and settings.run_retention_days is None
+    assert settings.run_timeout_seconds == 3600 and settings.run_retention_days is None
     assert settings.pipelex_config_dir is None and settings.completion_callback_secret is None
     assert settings.resolved_database_url.startswith("sqlite+aiosqlite:///")
 
@@ -65,3 +65,21 @@ def test_the_workflow_module_never_loads_the_pipelex_runtime():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_weak_whsec_callback_secrets_stop_the_boot(tmp_path):
+    import base64
+
+    import pytest
+
+    for secret, message in (
+        ("whsec_", "empty|decodes to 0 bytes"),
+        ("whsec_not base64!!", "not base64"),
+        ("whsec_" + base64.b64encode(b"short").decode(), "decodes to 5 bytes"),
+        ("   ", "empty"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            Settings(data_dir=tmp_path, completion_callback_secret=secret)
+    strong = "whsec_" + base64.b64encode(b"k" * 16).decode()
+    assert Settings(data_dir=tmp_path, completion_callback_secret=strong).completion_callback_secret is not None
+    assert Settings(data_dir=tmp_path, completion_callback_secret="plain-secret").completion_callback_secret is not None

@@ -50,6 +50,16 @@ SERVER_CODES: dict[str, tuple[int, str, bool]] = {
     "input.too_large": (422, "An input exceeds a size limit", True),
     "input.file_type_unsupported": (422, "An input file's type is not supported here", True),
     "security.input_url_refused": (422, "A URL in the request was refused", True),
+    "input.too_many_urls": (422, "The request carries too many URL inputs", False),
+    "request.too_deeply_nested": (422, "The request nests too deeply", False),
+    "request.invalid_text": (422, "The request holds text that is not valid Unicode", False),
+    "request.invalid_header": (400, "A request header is malformed", False),
+    "request.host_not_allowed": (400, "The Host header names a host this server does not serve", False),
+    "request.origin_not_allowed": (403, "The request's Origin is not allowed", False),
+    "auth.ambiguous_identity": (400, "The request names more than one caller", False),
+    "run.too_many_active": (429, "Too many runs queued or running for this caller", False),
+    "events.too_many_streams": (429, "Too many open event streams for this caller", False),
+    "callback.redelivery_limit": (429, "The run's callbacks were redelivered too many times", False),
 }
 
 

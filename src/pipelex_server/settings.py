@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -50,6 +52,8 @@ class Settings(BaseSettings):
 
     completion_callback_secret: SecretStr | None = None
     cors_allow_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # AUTH_MODE=none: the Host names a request may carry (DNS-rebinding guard); empty = loopback names + bind address
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_request_body_mib: float = Field(default=16.0, gt=0)
 
     data_dir: Path = Path("./data")
@@ -57,7 +61,10 @@ class Settings(BaseSettings):
 
     execution_mode: ExecutionMode = ExecutionMode.INPROCESS
     max_concurrent_runs: int = Field(default=64, ge=1)
-    run_timeout_seconds: float | None = Field(default=None, gt=0)
+    run_timeout_seconds: float = Field(default=3600.0, gt=0)
+    max_active_runs_per_caller: int = Field(default=256, ge=1)
+    sse_max_streams_per_caller: int = Field(default=32, ge=1)
+    ready_wait_seconds: float = Field(default=30.0, ge=0)
     lease_seconds: float = Field(default=30.0, gt=1)
 
     temporal_address: str | None = None
@@ -76,6 +83,11 @@ class Settings(BaseSettings):
     upload_max_mib: float = Field(default=64.0, gt=0)
     fetch_max_mib: float = Field(default=32.0, gt=0)
     fetch_timeout_seconds: float = Field(default=30.0, gt=0)
+    fetch_max_urls: int = Field(default=64, ge=0)
+    fetch_max_concurrency: int = Field(default=16, ge=1)
+    fetch_max_request_mib: float = Field(default=128.0, gt=0)
+    dns_timeout_seconds: float = Field(default=5.0, gt=0)
+    dns_max_concurrency: int = Field(default=8, ge=1)
 
     library_dirs: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     pipelex_config_dir: Path | None = None
@@ -84,6 +96,9 @@ class Settings(BaseSettings):
     fetch_allow_private_hosts: bool = False
     callback_max_attempts: int = Field(default=8, ge=1, le=20)
     callback_backoff_seconds: float = Field(default=30.0, gt=0)
+    callback_timeout_seconds: float = Field(default=10.0, gt=0)
+    callback_max_concurrency: int = Field(default=16, ge=1)
+    callback_max_redeliveries: int = Field(default=5, ge=0)
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
     output_inline_max_bytes: int = Field(default=1024 * 1024, ge=0)
     run_retention_days: float | None = Field(default=None, gt=0)
@@ -91,9 +106,14 @@ class Settings(BaseSettings):
     openai_base_url: str | None = None
     runtime_log_level: str = Field(default="WARNING", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
     validate_cache_size: int = Field(default=512, ge=0)
+    validate_cache_max_mib: float = Field(default=64.0, ge=0)
+    template_cache_max_mib: float = Field(default=32.0, ge=0)
     warm_up: bool = True
+    # test-only hooks (never set in production): slow the runtime boot down, or make it fail, to test warm-up
+    pipelex_server_test_boot_delay_seconds: float = Field(default=0.0, ge=0)
+    pipelex_server_test_boot_failure: str | None = None
 
-    @field_validator("cors_allow_origins", "library_dirs", mode="before")
+    @field_validator("cors_allow_origins", "library_dirs", "allowed_hosts", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
@@ -121,8 +141,8 @@ class Settings(BaseSettings):
             self._check_temporal()
         if self.storage_backend is StorageBackend.S3 and not self.s3_bucket:
             raise ConfigurationError("STORAGE_BACKEND=s3 needs S3_BUCKET (and S3_ENDPOINT_URL for a non-AWS S3-compatible server)")
-        if self.completion_callback_secret is not None and not self.completion_callback_secret.get_secret_value().strip():
-            raise ConfigurationError("COMPLETION_CALLBACK_SECRET is set but empty")
+        if self.completion_callback_secret is not None:
+            _check_callback_secret(self.completion_callback_secret.get_secret_value())
         return self
 
     @property
@@ -168,10 +188,35 @@ class Settings(BaseSettings):
         return int(self.fetch_max_mib * 1024 * 1024)
 
     @property
+    def fetch_max_request_bytes(self) -> int:
+        return int(self.fetch_max_request_mib * 1024 * 1024)
+
+    @property
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'pipelex-server.sqlite3').resolve()}"
+
+
+WHSEC_MIN_KEY_BYTES = 16
+
+
+def _check_callback_secret(secret: str) -> None:
+    """A secret that would sign with a weak or empty key stops the boot (a ``whsec_`` key is base64 of >= 16 bytes)."""
+    if not secret.strip():
+        raise ConfigurationError("COMPLETION_CALLBACK_SECRET is set but empty")
+    if not secret.startswith("whsec_"):
+        return
+    encoded = secret.removeprefix("whsec_")
+    try:
+        key = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigurationError("COMPLETION_CALLBACK_SECRET starts with whsec_ but the rest is not base64") from None
+    if len(key) < WHSEC_MIN_KEY_BYTES:
+        raise ConfigurationError(
+            f"COMPLETION_CALLBACK_SECRET: the whsec_ key decodes to {len(key)} bytes; at least {WHSEC_MIN_KEY_BYTES} are needed "
+            "(generate one with: python -c \"import base64,os;print('whsec_'+base64.b64encode(os.urandom(32)).decode())\")"
+        )
 
 
 def load_settings(**overrides: object) -> Settings:

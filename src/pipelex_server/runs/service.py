@@ -24,6 +24,7 @@ from typing import Any
 
 from pipelex_server.engine.runtime import Checkpoints, Engine, RunOutcome
 from pipelex_server.errors import ApiProblem
+from pipelex_server.input_limits import check_url_inputs
 from pipelex_server.netguard import UrlRefused, check_url_shape, vet_url
 from pipelex_server.runs.callbacks import CallbackDeliverer, delivery_record
 from pipelex_server.runs.events import END_EVENT, RunEvents, numbered
@@ -372,11 +373,13 @@ class RunService:
             ) from exc
 
     async def _admit(self, request: RunRequest) -> None:
+        check_url_inputs(request.inputs, max_urls=self.settings.fetch_max_urls)
+        # the runtime answers nothing before it is ready: wait for it (bounded) before asking it anything
+        await self.engine.wait_ready()
         if not request.dry_run:
             self.engine.refuse_live_if_unconfigured()
         if request.callback_urls:
             await self._check_callback_urls(request.callback_urls)
-        await self.engine.wait_ready()
 
     async def _check_callback_urls(self, urls: list[str]) -> None:
         if self.settings.completion_callback_secret is None:
