@@ -66,7 +66,8 @@ def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def base_settings(stub: StubLLM, session_dir: Path) -> dict[str, Any]:
     """Settings shared by every in-process app: same data dir (one pipelex home), the stub as the only provider."""
-    return {"data_dir": session_dir, "openai_base_url": stub.base_url, "lease_seconds": 30}
+    # in-process clients send Host: testserver (AUTH_MODE=none serves only ALLOWED_HOSTS)
+    return {"data_dir": session_dir, "openai_base_url": stub.base_url, "lease_seconds": 30, "allowed_hosts": ["testserver"]}
 
 
 AppFactory = Callable[..., Any]

@@ -16,13 +16,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipelex_server import __version__
 from pipelex_server.api.deps import Services
+from pipelex_server.api.local_guard import LocalSafetyMiddleware, allowed_host_names
 from pipelex_server.api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from pipelex_server.api.routes import build, health, pipeline, protocol, runs, uploads, validate
 from pipelex_server.engine.runtime import Engine
 from pipelex_server.errors import PROBLEM_CONTENT_TYPE, ApiProblem, ConfigurationError, internal_error, validation_problem
 from pipelex_server.fetch import Fetcher
 from pipelex_server.runs.service import RunService
-from pipelex_server.settings import Settings
+from pipelex_server.settings import AuthMode, Settings
 from pipelex_server.storage import StorageUnavailable, make_object_store
 from pipelex_server.store.db import make_engine, migrate
 from pipelex_server.store.repository import RunRepository, UploadRepository
@@ -165,6 +166,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         upload_path="/api/v1/uploads",
         upload_max_bytes=settings.upload_max_bytes,
     )
+    if settings.auth_mode is AuthMode.NONE:
+        app.add_middleware(
+            LocalSafetyMiddleware,
+            hosts=allowed_host_names(settings.allowed_hosts, settings.host),
+            origins=settings.cors_allow_origins,
+        )
     app.add_middleware(RequestIdMiddleware)
     return app
 

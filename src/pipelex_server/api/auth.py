@@ -38,7 +38,10 @@ def authenticate(request: Request, settings: Settings) -> Caller:
     if mode is AuthMode.NONE:
         if not settings.trust_forwarded_identity_headers:
             return SHARED_CALLER
-        user_id = request.headers.get("x-user-id")
+        sent = request.headers.getlist("x-user-id")
+        if len(sent) > 1:  # two identities: a proxy that appended instead of replacing; never pick one
+            raise ApiProblem(status=400, code="auth.ambiguous_identity", detail="Send exactly one X-User-Id header.")
+        user_id = sent[0] if sent else None
         if not user_id:
             raise _unauthorized("auth.missing_credential", "The X-User-Id header is required by this deployment.")
         if not CALLER_ID_RE.match(user_id):

@@ -74,7 +74,7 @@ class BodySizeLimitMiddleware:
                 except ValueError:
                     declared = 0
                 if declared > limit:
-                    await _send_problem(scope, send, problem)
+                    await send_problem(scope, send, problem)
                     return
                 break
 
@@ -98,7 +98,7 @@ class BodySizeLimitMiddleware:
             if exceeded:
                 if not replaced and message["type"] == "http.response.start":
                     replaced = True
-                    await _send_problem(scope, send, problem)
+                    await send_problem(scope, send, problem)
                 return
             await send(message)
 
@@ -106,14 +106,14 @@ class BodySizeLimitMiddleware:
             await self.app(scope, limited_receive, guarded_send)
         except _TooLarge:
             if not replaced:
-                await _send_problem(scope, send, problem)
+                await send_problem(scope, send, problem)
 
 
 class _TooLarge(Exception):
     pass
 
 
-async def _send_problem(scope: Scope, send: Send, problem: ApiProblem) -> None:
+async def send_problem(scope: Scope, send: Send, problem: ApiProblem) -> None:
     request_id: Any = scope.get("state", {}).get("request_id")
     body, headers = problem_response_bytes(problem, request_id=request_id)
     await send({"type": "http.response.start", "status": problem.status, "headers": headers})
