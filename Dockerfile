@@ -73,10 +73,12 @@ USER 10001:10001
 
 EXPOSE 8081
 
-# Liveness of the HTTP role, with the standard library (the slim image has no curl), bypassing any HTTP(S)_PROXY.
+# Readiness of the HTTP role: /health/ready is 200 once the run store answers and the runtime has booted and warmed
+# (/health only says the process serves; a failed runtime boot keeps it 200 but /health/ready 503). With the
+# standard library (the slim image has no curl), bypassing any HTTP(S)_PROXY; a 503 raises, so the check fails.
 # A worker container serves no HTTP: run it with --no-healthcheck (compose: `healthcheck: {disable: true}`).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import sys, urllib.request as r; sys.exit(0 if r.build_opener(r.ProxyHandler({})).open('http://127.0.0.1:8081/health', timeout=4).status == 200 else 1)"]
+    CMD ["python", "-c", "import sys, urllib.request as r; sys.exit(0 if r.build_opener(r.ProxyHandler({})).open('http://127.0.0.1:8081/health/ready', timeout=4).status == 200 else 1)"]
 
 ENTRYPOINT ["tini", "--"]
 CMD ["pipelex-server", "serve", "--host", "0.0.0.0", "--port", "8081"]

@@ -2,7 +2,10 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# Two stamps: `make serve` needs the runtime dependencies only; test, lint, format and bench also need the [dev] extras.
+# Either order works on a fresh clone; editing pyproject.toml or the lock re-installs on the next target.
+RUNTIME_STAMP := $(VENV)/.installed-runtime
+DEV_STAMP := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -11,32 +14,36 @@ PYTEST_ARGS ?=
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml requirements.lock
+$(RUNTIME_STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e .
+	@touch $@
+
+$(DEV_STAMP): $(RUNTIME_STAMP)
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
-	@touch $(STAMP)
+	@touch $@
 
-install: $(STAMP) ## create .venv and install the project and its pinned dependencies
+install: $(DEV_STAMP) ## create .venv and install the project, its pinned dependencies and the dev tools
 
-serve: $(STAMP) ## serve on http://127.0.0.1:8081 with embedded defaults (SQLite in ./data, in-process runs)
+serve: $(RUNTIME_STAMP) ## serve on http://127.0.0.1:8081 with embedded defaults (SQLite in ./data, in-process runs)
 	$(BIN)/pipelex-server serve
 
-test: $(STAMP) ## run the whole test suite (needs PostgreSQL at 127.0.0.1:5432)
+test: $(DEV_STAMP) ## run the whole test suite (PostgreSQL: the local server, else a throwaway one, else skipped)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-fast: $(STAMP) ## the suite without the slow integration tests
+test-fast: $(DEV_STAMP) ## the suite without the slow integration tests
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff lint and format check
+lint: $(DEV_STAMP) ## ruff lint and format check
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
-format: $(STAMP) ## format the code
+format: $(DEV_STAMP) ## format the code
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
-bench: $(STAMP) ## run the benchmarks (prints numbers; see docs/benchmarks.md)
+bench: $(DEV_STAMP) ## run the benchmarks (prints numbers; see docs/benchmarks.md)
 	$(BIN)/python bench/bench_core.py
 	$(BIN)/python bench/bench_runs.py
 	$(BIN)/python bench/bench_temporal.py

@@ -6,6 +6,7 @@ exists on the machine."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -91,11 +92,26 @@ def test_api_and_worker_run_the_same_image(services: dict[str, dict[str, Any]]) 
     assert _environment(api) == _environment(worker)
 
 
+def _probed_paths(command: str) -> list[str]:
+    """The server paths a healthcheck command requests."""
+    return re.findall(r"http://127\.0\.0\.1:8081(/[A-Za-z0-9_/.-]*)", command)
+
+
 def test_api_is_published_on_8081_with_a_healthcheck(services: dict[str, dict[str, Any]]) -> None:
     api = services["api"]
     assert any(str(port).endswith(":8081") for port in api["ports"])
     assert "8081/health" in " ".join(api["healthcheck"]["test"])
     assert api["restart"] == "unless-stopped"
+
+
+def test_api_healthcheck_probes_readiness(services: dict[str, dict[str, Any]], runtime_stage: list[tuple[str, str]]) -> None:
+    # /health is 200 as soon as the process serves, even while the runtime boots or after its boot failed
+    test = services["api"]["healthcheck"]["test"]
+    assert test[0] == "CMD"
+    assert _probed_paths(" ".join(test)) == ["/health/ready"]
+    # the same command as the image's own HEALTHCHECK, so the two cannot drift apart
+    healthcheck = next(args for keyword, args in runtime_stage if keyword == "HEALTHCHECK")
+    assert json.loads(healthcheck.split(" CMD ", 1)[1]) == test[1:]
 
 
 def test_worker_is_scalable(services: dict[str, dict[str, Any]]) -> None:
@@ -248,6 +264,8 @@ def test_dockerfile_serves_on_8081_with_a_healthcheck(runtime_stage: list[tuple[
     assert ("EXPOSE", "8081") in runtime_stage
     healthchecks = [args for keyword, args in runtime_stage if keyword == "HEALTHCHECK"]
     assert len(healthchecks) == 1 and "http://127.0.0.1:8081/health" in healthchecks[0]
+    assert _probed_paths(healthchecks[0]) == ["/health/ready"]
+    assert "--start-period=" in healthchecks[0]  # the runtime's boot is not counted as failures
     cmd = [args for keyword, args in runtime_stage if keyword == "CMD"]
     assert cmd == ['["pipelex-server", "serve", "--host", "0.0.0.0", "--port", "8081"]']
 

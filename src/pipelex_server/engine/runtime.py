@@ -1,7 +1,6 @@
-"""The one door to the pipelex runtime: boot, warm-up, execute, validate, models, versions.
+"""The one door to the pipelex runtime for an app: its handle on the booted runtime (execute, check, validate, models).
 
-The runtime keeps process-wide state (one config, one set of backends), so a process boots it once. Several
-apps in one process (tests) share the booted runtime as long as they ask for the same inference plan.
+Booting and sharing the process's runtime is in ``boot``, warming it in ``warmup``, readiness in ``readiness``.
 """
 
 from __future__ import annotations
@@ -10,66 +9,25 @@ import asyncio
 import contextlib
 import gc
 import hashlib
-import importlib
+import json
 import logging
 import os
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from pipelex_server.engine.home import InferencePlan, plan_inference, prepare_home, require_clean_working_directory
-from pipelex_server.errors import ApiProblem, ConfigurationError
+from pipelex_server.engine.boot import acquire_runtime, import_runtime, prepare_environment, release_runtime
+from pipelex_server.engine.caches import MIB, ByteLRU
+from pipelex_server.engine.home import plan_inference
+from pipelex_server.engine.readiness import Readiness
+from pipelex_server.engine.warmup import warm_up
+from pipelex_server.errors import ApiProblem
 from pipelex_server.fetch import Fetcher
 from pipelex_server.settings import Settings
 from pipelex_server.storage import ObjectStore
 
 logger = logging.getLogger(__name__)
-
-WARM_UP_BUNDLE = """domain = "warmup"
-main_pipe = "echo"
-
-[pipe.echo]
-type = "PipeLLM"
-description = "Warm-up"
-inputs = { text = "Text" }
-output = "Text"
-prompt = "Echo: $text"
-"""
-
-# Modules the first live run would otherwise import lazily (~0.8 s): provider SDK resources and types, instructor's
-# provider handlers, the runtime's provider factories. Imported (not called) at warm-up, for the enabled backends.
-LIVE_WARM_MODULES: dict[str, tuple[str, ...]] = {
-    "openai": (
-        "pipelex.providers.openai.openai_responses_llm_worker",
-        "pipelex.providers.openai.openai_completions_llm_worker",
-        "pipelex.providers.openai.openai_client_factory",
-        "pipelex.providers.openai.openai_responses_factory",
-        "pipelex.providers.openai.openai_exceptions",
-        "openai.types.responses",
-        "openai.resources.responses",
-        "openai.resources.chat",
-        "openai.lib.streaming.responses",
-        "openai.lib._parsing._responses",
-        "instructor.v2.providers.openai.client",
-        "instructor.v2.providers.openai.handlers",
-        "instructor.mode",
-        "requests",
-        "truststore",
-        "jiter",
-        "httpcore2._async.connection_pool",
-        "httpcore2._async.http11",
-        "httpcore2._backends.anyio",
-        "anyio._backends._asyncio",
-        "anyio.streams.tls",
-    ),
-    "anthropic": ("pipelex.providers.anthropic", "anthropic.types", "anthropic.resources.messages", "instructor.v2.providers.anthropic"),
-    "mistral": ("instructor.v2.providers.mistral",),
-    "google": ("instructor.v2.providers.genai",),
-}
 
 ProgressSink = Callable[[str, dict[str, Any]], None]
 
@@ -90,53 +48,6 @@ class RunOutcome:
     pipe_output: dict[str, Any]
     usage: dict[str, Any]
     input_rewrites: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class _BootState:
-    plan: InferencePlan | None = None
-    home: Path | None = None
-    refs: int = 0
-    booted: bool = False
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-_STATE = _BootState()
-
-
-def _warm_openai_response_parsing() -> None:
-    """The OpenAI SDK builds its response validators lazily on the first parse (~0.18 s): build them now."""
-    from openai._models import construct_type
-    from openai.types.responses import Response
-
-    sample = {
-        "id": "resp_warm",
-        "object": "response",
-        "created_at": 0,
-        "model": "warm",
-        "status": "completed",
-        "output": [
-            {
-                "type": "message",
-                "id": "m",
-                "role": "assistant",
-                "status": "completed",
-                "content": [{"type": "output_text", "text": "", "annotations": []}],
-            },
-            {"type": "function_call", "id": "f", "call_id": "c", "name": "n", "arguments": "{}", "status": "completed"},
-        ],
-        "parallel_tool_calls": False,
-        "tool_choice": "auto",
-        "tools": [],
-        "usage": {
-            "input_tokens": 1,
-            "output_tokens": 1,
-            "total_tokens": 2,
-            "input_tokens_details": {"cached_tokens": 0},
-            "output_tokens_details": {"reasoning_tokens": 0},
-        },
-    }
-    construct_type(type_=Response, value=sample)
 
 
 def _call_arguments(
@@ -177,53 +88,9 @@ class _SetupOnlyPipeRun:
         raise _SetupChecked
 
 
-TEMPLATE_CACHE_SIZE = 2048
-
-
-def _install_template_cache() -> None:
-    """Reuse compiled prompt templates across runs.
-
-    The runtime compiles every prompt template again on every run, each time in a fresh Jinja environment (~15% of
-    a run's CPU under load). A compiled template depends only on its source and its environment's settings, and
-    its render budget is per render, so the same template is safe to reuse. Only the plain case is cached (no
-    template registry for includes, no custom finalize); everything else compiles as before.
-    """
-    from pipelex.tools.jinja2 import jinja2_rendering
-
-    original = jinja2_rendering._compile_jinja2_template
-    if getattr(original, "_pipelex_server_cached", False):
-        return
-    cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
-    lock = threading.Lock()
-
-    def compile_cached(template_source: str, **options: Any) -> Any:
-        if options.get("use_registry") or options.get("finalize") is not None:
-            return original(template_source, **options)
-        key = (
-            template_source,
-            options.get("template_category"),
-            options.get("enable_async", True),
-            options.get("is_undefined_strict", False),
-        )
-        with lock:
-            template = cache.get(key)
-            if template is not None:
-                cache.move_to_end(key)
-                return template
-        template = original(template_source, **options)  # raises for a bad template: nothing is cached
-        with lock:
-            cache[key] = template
-            while len(cache) > TEMPLATE_CACHE_SIZE:
-                cache.popitem(last=False)
-        return template
-
-    compile_cached._pipelex_server_cached = True  # type: ignore[attr-defined]
-    jinja2_rendering._compile_jinja2_template = compile_cached  # type: ignore[assignment]
-
-
-def _import_runtime() -> None:
-    importlib.import_module("pipelex.pipelex")
-    importlib.import_module("pipelex.pipeline.runner")
+def verdict_bytes(verdict: dict[str, Any]) -> int:
+    """A verdict's weight in the cache: the length of its compact JSON encoding."""
+    return len(json.dumps(verdict, separators=(",", ":"), ensure_ascii=False, default=str).encode())
 
 
 class Engine:
@@ -234,11 +101,20 @@ class Engine:
         self.store = store
         self.fetcher = fetcher
         self.plan = plan_inference(os.environ, openai_base_url=settings.openai_base_url)
-        self.ready = asyncio.Event()
-        self.boot_error: BaseException | None = None
+        self.readiness = Readiness()
         self.boot_seconds: float | None = None
-        self._verdicts: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        # verdicts by content hash, bounded by VALIDATE_CACHE_SIZE entries and VALIDATE_CACHE_MAX_MIB (JSON bytes)
+        self._verdicts = ByteLRU(max_bytes=int(settings.validate_cache_max_mib * MIB), max_entries=settings.validate_cache_size)
         self._acquired = False
+
+    @property
+    def ready(self) -> asyncio.Event:
+        """Set when the boot has ended, whether it succeeded or not (``boot_error`` tells which)."""
+        return self.readiness.event
+
+    @property
+    def boot_error(self) -> BaseException | None:
+        return self.readiness.error
 
     # ---------------------------------------------------------------- boot
 
@@ -246,157 +122,79 @@ class Engine:
         """Boot (or join) the process's runtime, then warm it. Sets ``ready``; records a boot error."""
         started = time.perf_counter()
         try:
-            await asyncio.to_thread(self._prepare_environment)
-            await asyncio.to_thread(_import_runtime)
-            self._boot()
+            await self._apply_test_hooks()
+            await asyncio.to_thread(prepare_environment, self.settings, self.plan)
+            await asyncio.to_thread(import_runtime)
+            acquire_runtime(self.settings, self.plan)
+            self._acquired = True
             from pipelex_server.engine.storage import PROVIDER
 
             PROVIDER.default = self.store
             for warning in self.plan.warnings:
                 logger.warning(warning)
             if self.settings.warm_up:
-                await self._warm_up()
+                await warm_up(plan=self.plan, store=self.store, validate=self.validate)
+                self._verdicts.clear()
             # The runtime and the provider SDKs leave ~a million long-lived objects behind; moving them out of the
             # collector's reach keeps each full collection from walking them again under load.
             gc.collect()
             gc.freeze()
             self.boot_seconds = time.perf_counter() - started
             logger.info("runtime ready in %.2fs (live backends: %s)", self.boot_seconds, ", ".join(self.plan.enabled))
+            self.readiness.succeeded()
         except BaseException as exc:
-            self.boot_error = exc
-            logger.exception("the pipelex runtime failed to boot")
+            self.readiness.failed(exc)
+            logger.exception("the pipelex runtime failed to boot; requests that need it answer 503 server.not_ready")
             if isinstance(exc, asyncio.CancelledError):
                 raise
-        finally:
-            self.ready.set()
 
-    def _prepare_environment(self) -> None:
-        with _STATE.lock:
-            if _STATE.booted:
-                return
-            require_clean_working_directory(Path.cwd())
-            home = (self.settings.data_dir / "pipelex-home").resolve()
-            home.mkdir(parents=True, exist_ok=True)
-            os.environ["PIPELEX_HOME"] = str(home)
-            os.environ["DO_NOT_TRACK"] = "1"
-            os.environ["PIPELEX_USAGE_STATS"] = "0"
-            os.environ["PIPELEX_METHODS_FETCH_ON_MISS"] = "false"
-            os.environ.pop("PIPELEXPATH", None)
-            from importlib.resources import files
-
-            kit_inference = Path(str(files("pipelex.kit") / "configs" / "inference"))
-            prepare_home(
-                home=home,
-                plan=self.plan,
-                kit_inference_dir=kit_inference,
-                operator_config_dir=self.settings.pipelex_config_dir,
-            )
-            _STATE.home = home
-
-    def _boot(self) -> None:
-        with _STATE.lock:
-            if _STATE.booted:
-                if _STATE.plan is not None and _STATE.plan.fingerprint != self.plan.fingerprint:
-                    raise ConfigurationError("this process's runtime is already booted with another inference plan")
-                _STATE.refs += 1
-                self._acquired = True
-                return
-            from pipelex.pipelex import Pipelex
-            from pipelex.system.runtime import IntegrationMode
-
-            from pipelex_server.engine.storage import PROVIDER, install_input_hook
-
-            Pipelex.make(
-                storage_provider=PROVIDER,
-                integration_mode=IntegrationMode.FASTAPI,
-                needs_inference=self.plan.is_live,
-                config_overrides={
-                    "runtime": {
-                        "tracing": {"is_enabled": False},
-                        "log": {
-                            "sink": "json",
-                            "pretty_print_mode": "silent",
-                            "package_log_levels": {"pipelex": self.settings.runtime_log_level},
-                        },
-                        "storage": {"method": "in_memory"},
-                    },
-                    "interpreter": {"methods": {"fetch_on_miss": False}},
-                },
-            )
-            _install_template_cache()
-            install_input_hook()
-            _STATE.plan = self.plan
-            _STATE.booted = True
-            _STATE.refs = 1
-            self._acquired = True
-
-    async def _warm_up(self) -> None:
-        if self.plan.is_live:
-            await asyncio.to_thread(self._import_provider_modules)
-        from pipelex.pipeline.runner import PipelexMTHDSProtocol
-        from pipelex.system.pipe_run_mode import PipeRunMode
-
-        from pipelex_server.engine.storage import bound
-
-        runner = PipelexMTHDSProtocol(pipe_run_mode=PipeRunMode.DRY, library_dirs=[])
-        with bound(self.store):
-            await runner.execute(mthds_contents=[WARM_UP_BUNDLE], inputs={"text": "warm"})
-        await self.validate(mthds_contents=[WARM_UP_BUNDLE], pipe_code=None)
-        self._verdicts.clear()
-
-    def _import_provider_modules(self) -> None:
-        for backend in self.plan.enabled:
-            for name in LIVE_WARM_MODULES.get(backend, ()):
-                with contextlib.suppress(Exception):
-                    importlib.import_module(name)
-        if "openai" in self.plan.enabled:
-            with contextlib.suppress(Exception):
-                _warm_openai_response_parsing()
+    async def _apply_test_hooks(self) -> None:
+        """PIPELEX_SERVER_TEST_BOOT_DELAY_SECONDS / _FAILURE: widen the boot window, or fail the boot (tests only)."""
+        delay = self.settings.pipelex_server_test_boot_delay_seconds
+        if delay:
+            logger.warning("test hook: the runtime boot starts in %.1fs (PIPELEX_SERVER_TEST_BOOT_DELAY_SECONDS)", delay)
+            await asyncio.sleep(delay)
+        failure = self.settings.pipelex_server_test_boot_failure
+        if failure:
+            raise RuntimeError(failure)
 
     def stop(self) -> None:
         if not self._acquired:
             return
         self._acquired = False
-        with _STATE.lock:
-            _STATE.refs -= 1
-            if _STATE.refs > 0 or not _STATE.booted:
-                return
-            from pipelex.pipelex import Pipelex
+        release_runtime()
 
-            with contextlib.suppress(Exception):
-                Pipelex.get_instance().teardown()
-            _STATE.booted = False
-            _STATE.plan = None
-
-    async def wait_ready(self, timeout: float = 60.0) -> None:
-        if not self.ready.is_set():
-            try:
-                await asyncio.wait_for(self.ready.wait(), timeout)
-            except TimeoutError as exc:
-                raise ApiProblem(status=503, code="server.not_ready", detail="The runtime is still booting.") from exc
-        if self.boot_error is not None:
-            raise ApiProblem(
-                status=503,
-                code="server.not_ready",
-                detail="The pipelex runtime failed to boot; see the server log.",
-            )
+    async def wait_ready(self, timeout: float | None = None) -> None:
+        """Wait until the runtime is ready: at most ``timeout`` seconds (default READY_WAIT_SECONDS; ``math.inf``
+        waits as long as the boot takes). Raises 503 ``server.not_ready`` with Retry-After when it is not ready by
+        then, and at once when the boot failed."""
+        await self.readiness.wait(self.settings.ready_wait_seconds if timeout is None else timeout)
 
     # ---------------------------------------------------------------- runs
 
     def refuse_live_if_unconfigured(self) -> None:
+        """503 ``inference.not_configured`` for a live run this process cannot execute. Safe before the boot: until
+        the runtime is up, the inference plan alone decides."""
+        if self.plan.is_live and not self._dry_run_forced():
+            return
+        raise ApiProblem(
+            status=503,
+            code="inference.not_configured",
+            detail=(
+                "No inference backend is configured, so a live run cannot execute. Set a provider key "
+                "(OPENAI_API_KEY, ANTHROPIC_API_KEY, GOOGLE_API_KEY, MISTRAL_API_KEY, ...) or OPENAI_BASE_URL "
+                'for an OpenAI-compatible endpoint, then restart the server; or send "dry_run": true.'
+            ),
+            params={"variables": ["OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "GOOGLE_API_KEY"]},
+        )
+
+    def _dry_run_forced(self) -> bool:
+        """The runtime's own word (a keyless boot runs every live request DRY); asked only once this app holds it."""
+        if not self._acquired:
+            return False
         from pipelex import runtime_hub
 
-        if not self.plan.is_live or runtime_hub.is_dry_run_forced():
-            raise ApiProblem(
-                status=503,
-                code="inference.not_configured",
-                detail=(
-                    "No inference backend is configured, so a live run cannot execute. Set a provider key "
-                    "(OPENAI_API_KEY, ANTHROPIC_API_KEY, GOOGLE_API_KEY, MISTRAL_API_KEY, ...) or OPENAI_BASE_URL "
-                    'for an OpenAI-compatible endpoint, then restart the server; or send "dry_run": true.'
-                ),
-                params={"variables": ["OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "GOOGLE_API_KEY"]},
-            )
+        return runtime_hub.is_dry_run_forced()
 
     def _runner(self, *, dry_run: bool, scope: str, storage_scope: str, has_bundle: bool, pipe_run: Any = None) -> Any:
         from pipelex.config import get_config
@@ -537,7 +335,6 @@ class Engine:
         key = hashlib.sha256(repr((mthds_contents, pipe_code)).encode()).hexdigest()
         cached = self._verdicts.get(key)
         if cached is not None:
-            self._verdicts.move_to_end(key)
             return cached
         runner = PipelexMTHDSProtocol(pipe_run_mode=PipeRunMode.DRY, library_dirs=[])
         extra = {"graph_pipe_code": pipe_code} if pipe_code else None
@@ -548,10 +345,8 @@ class Engine:
             raise
         except Exception as exc:
             verdict = shape_validation_failure(exc)
-        if self.settings.validate_cache_size:
-            self._verdicts[key] = verdict
-            while len(self._verdicts) > self.settings.validate_cache_size:
-                self._verdicts.popitem(last=False)
+        if self._verdicts.enabled:
+            self._verdicts.put(key, verdict, verdict_bytes(verdict))
         return verdict
 
     async def models(self) -> dict[str, Any]:

@@ -27,8 +27,8 @@ async def health() -> dict[str, str]:
 @router.get(
     "/health/ready",
     response_model=HealthResponse,
-    summary="Readiness: run store and warm runtime answer",
-    responses={503: {"model": HealthResponse, "description": "A part is not ready; it is named"}},
+    summary="Readiness: run store and warm runtime answer (wait for this, not /health, before sending work)",
+    responses={503: {"model": HealthResponse, "description": "A part is not ready; it is named, and Retry-After says when to ask again"}},
 )
 async def ready(services: ServicesDep) -> JSONResponse:
     checks: dict[str, Any] = {}
@@ -38,18 +38,17 @@ async def ready(services: ServicesDep) -> JSONResponse:
     except Exception as exc:
         checks["run_store"] = f"failing: {type(exc).__name__}"
     engine = services.engine
-    if engine.boot_error is not None:
-        checks["runtime"] = "failing: boot error (see the server log)"
-    elif not engine.ready.is_set():
-        checks["runtime"] = "starting"
-    else:
-        checks["runtime"] = "ok"
+    checks["runtime"] = engine.readiness.status
     checks["inference"] = {"live": engine.plan.is_live, "backends": list(engine.plan.enabled)}
     healthy = checks["run_store"] == "ok" and checks["runtime"] == "ok"
     if services.settings.is_temporal:
         checks["temporal"] = await services.runs.temporal_health()
         healthy = healthy and checks["temporal"] == "ok"
-    return JSONResponse({"status": "ok" if healthy else "unavailable", "checks": checks}, status_code=200 if healthy else 503)
+    if healthy:
+        return JSONResponse({"status": "ok", "checks": checks})
+    # a load balancer or a client polling this route learns when to ask again
+    headers = {"Retry-After": str(engine.readiness.retry_after_seconds)}
+    return JSONResponse({"status": "unavailable", "checks": checks}, status_code=503, headers=headers)
 
 
 @router.get("/api/v1/version", response_model=VersionResponse, summary="Server, runtime and protocol versions")
