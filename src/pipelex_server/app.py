@@ -22,6 +22,7 @@ from pipelex_server.api.routes import build, health, pipeline, protocol, runs, u
 from pipelex_server.engine.runtime import Engine
 from pipelex_server.errors import PROBLEM_CONTENT_TYPE, ApiProblem, ConfigurationError, internal_error, validation_problem
 from pipelex_server.fetch import Fetcher
+from pipelex_server.netguard import Resolver
 from pipelex_server.runs.service import RunService
 from pipelex_server.settings import AuthMode, Settings
 from pipelex_server.storage import StorageUnavailable, make_object_store
@@ -43,27 +44,33 @@ def _problem_response(problem: ApiProblem, request: Request) -> JSONResponse:
 
 
 def _install_error_handlers(app: FastAPI) -> None:
+    from pipelex_server.api.body_guard import unreadable_body_problem
+    from pipelex_server.api.protocol_schemas import complete_problem
+
+    def render(problem: ApiProblem, request: Request) -> JSONResponse:
+        if request.url.path.startswith("/v1/"):  # protocol readers need domain, retry and next_step on every problem
+            complete_problem(problem)
+        return _problem_response(problem, request)
+
     @app.exception_handler(ApiProblem)
     async def _api_problem(request: Request, exc: ApiProblem) -> JSONResponse:
-        return _problem_response(exc, request)
+        return render(exc, request)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _problem_response(validation_problem(exc.errors()), request)
+        return render(validation_problem(exc.errors()), request)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if exc.status_code == 400:  # the framework could not read the body (not JSON, not UTF-8)
-            return _problem_response(
-                ApiProblem(status=422, code="request.malformed", detail="The request body is not valid JSON."), request
-            )
+        if exc.status_code == 400:  # the framework could not decode the body: say why (depth, bytes, digits)
+            return render(unreadable_body_problem(exc.__cause__), request)
         code = {404: "route.not_found", 405: "route.method_not_allowed"}.get(exc.status_code, "request.invalid")
-        return _problem_response(ApiProblem(status=exc.status_code, code=code, detail=str(exc.detail)), request)
+        return render(ApiProblem(status=exc.status_code, code=code, detail=str(exc.detail)), request)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return _problem_response(internal_error(), request)
+        return render(internal_error(), request)
 
 
 def make_store(settings: Settings) -> Any:
@@ -89,7 +96,12 @@ async def open_storage(settings: Settings) -> tuple[Any, Fetcher]:
         await store.close()
         raise ConfigurationError(f"the object storage ({settings.storage_backend.value}) cannot be used: {exc}") from exc
     fetcher = Fetcher(
-        allow_private=settings.fetch_allow_private_hosts, max_bytes=settings.fetch_max_bytes, timeout_seconds=settings.fetch_timeout_seconds
+        allow_private=settings.fetch_allow_private_hosts,
+        max_bytes=settings.fetch_max_bytes,
+        timeout_seconds=settings.fetch_timeout_seconds,
+        max_concurrency=settings.fetch_max_concurrency,
+        max_request_bytes=settings.fetch_max_request_bytes,
+        resolver=Resolver(timeout_seconds=settings.dns_timeout_seconds, max_concurrency=settings.dns_max_concurrency),
     )
     return store, fetcher
 

@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipelex_server.api.body_guard import GuardedBody
+
 _SEED = (
     'domain = "hello"\nmain_pipe = "summarize"\n\n[pipe.summarize]\ntype = "PipeLLM"\n'
     'description = "Summarize the input text in one sentence"\ninputs = { text = "Text" }\n'
@@ -22,7 +24,7 @@ PipeCode = Annotated[
 ]
 
 
-class BuildInputsRequest(BaseModel):
+class BuildInputsRequest(GuardedBody):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"mthds_contents": [_SEED], "format": "json"}]})
 
     mthds_contents: MthdsContents
@@ -59,7 +61,7 @@ class BuildInputsResponse(BaseModel):
     message: str
 
 
-class BuildOutputRequest(BaseModel):
+class BuildOutputRequest(GuardedBody):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"mthds_contents": [_SEED], "format": "schema"}]})
 
     mthds_contents: MthdsContents
@@ -109,7 +111,7 @@ class BuildOutputResponse(BaseModel):
     message: str
 
 
-class BuildRunnerRequest(BaseModel):
+class BuildRunnerRequest(GuardedBody):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"mthds_contents": [_SEED], "target": "http"}]})
 
     mthds_contents: MthdsContents

@@ -18,9 +18,10 @@ from mthds.method_tree.tree_path import tree_path_violation
 from mthds.protocol.models import ModelCategory
 from mthds.protocol.problem.client_problems import render_template
 from mthds.protocol.problem.registry import CORE_CODE_SPECS, ProblemDomain, RetryVerdict, StepKind
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from pipelex_server.api.schemas import MAX_CALLBACK_URLS, RUN_ID_PATTERN, find_reserved_key
+from pipelex_server.api.body_guard import GuardedBody, check_bundle_text, refuse_nul
+from pipelex_server.api.schemas import MAX_CALLBACK_URLS, RUN_ID_PATTERN
 from pipelex_server.errors import MTHDS_TYPE_BASE, ApiProblem
 from pipelex_server.runs.service import RunRequest
 
@@ -64,7 +65,7 @@ def protocol_status(state: str, error: dict[str, Any] | None = None) -> str:
 # ---------------------------------------------------------------- requests
 
 
-class ProtocolRunRequest(BaseModel):
+class ProtocolRunRequest(GuardedBody):
     """Body of POST /v1/execute and /v1/start: the protocol's run arguments, plus our extensions."""
 
     model_config = ConfigDict(extra="allow")  # unknown extensions (method_ref, method_id, ...) are refused by name
@@ -81,17 +82,8 @@ class ProtocolRunRequest(BaseModel):
     callback_urls: list[Annotated[str, Field(min_length=1, max_length=2048)]] | None = Field(default=None, max_length=MAX_CALLBACK_URLS)
     pipeline_run_id: str | None = Field(default=None, pattern=RUN_ID_PATTERN)
 
-    @field_validator("inputs")
-    @classmethod
-    def _no_reserved_keys(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None:
-            where = find_reserved_key(value)
-            if where is not None:
-                raise ValueError(f"reserved key at {where}: keys '__class__', '__module__' and '__kajson*' are refused")
-        return value
 
-
-class ProtocolValidateRequest(BaseModel):
+class ProtocolValidateRequest(GuardedBody):
     """Body of POST /v1/validate. `render` and `views` are hints: unknown tokens are ignored."""
 
     model_config = ConfigDict(extra="allow")
@@ -151,9 +143,13 @@ def bundle_contents(files: dict[str, Any] | None, mthds_contents: list[str] | No
         if not path.endswith(BUNDLE_SUFFIX):
             detail = f"The file {shown!r} is not a .mthds bundle; only .mthds files are accepted."
             raise _unsupported("files", "not_mthds", detail, file=shown)
-        text = _entry_text(shown, files[path])
+        entry = files[path]
+        text = _entry_text(shown, entry)
         if len(text) > MAX_BUNDLE_CHARS:
             raise _unsupported("files", "too_large", f"The file {shown!r} is larger than {MAX_BUNDLE_CHARS} characters.", file=shown)
+        if not isinstance(entry, str):  # decoded here: the body guard has not seen this text
+            refuse_nul(text, ["body", "files", shown])
+        check_bundle_text(text, ["body", "files", shown])
         contents.append(text)
     return contents
 
@@ -221,6 +217,18 @@ _OWN_CODES: dict[str, tuple[ProblemDomain, RetryVerdict, StepKind, str]] = {
         "Set COMPLETION_CALLBACK_SECRET on the server, or send no callback_urls.",
     ),
     "callback.url_refused": (ProblemDomain.INPUT, RetryVerdict.NO, StepKind.CHANGE_INPUT, "Send a public http(s) callback URL."),
+    "request.too_deeply_nested": (
+        ProblemDomain.INPUT,
+        RetryVerdict.NO,
+        StepKind.CHANGE_INPUT,
+        "Flatten the value or bundle at the problem's location (at most params.limit levels), then send the request again.",
+    ),
+    "request.invalid_text": (
+        ProblemDomain.INPUT,
+        RetryVerdict.NO,
+        StepKind.CHANGE_INPUT,
+        "Remove the lone surrogate or NUL character at the problem's location, then send the request again.",
+    ),
 }
 _GENERIC_STEP = "Read the problem's detail, then act on it."
 

@@ -4,31 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipelex_server.api.body_guard import GuardedBody
 
 RUN_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
-RESERVED_KEYS = ("__class__", "__module__")
-RESERVED_PREFIX = "__kajson"
 MAX_CALLBACK_URLS = 5
 
 
-def find_reserved_key(value: Any, path: str = "inputs") -> str | None:
-    """The path of the first object key that could name a Python class on a kajson round-trip, if any."""
-    stack: list[tuple[Any, str]] = [(value, path)]
-    while stack:
-        current, where = stack.pop()
-        if isinstance(current, dict):
-            for key, child in current.items():
-                if key in RESERVED_KEYS or (isinstance(key, str) and key.startswith(RESERVED_PREFIX)):
-                    return f"{where}.{key}"
-                stack.append((child, f"{where}.{key}"))
-        elif isinstance(current, list):
-            stack.extend((child, f"{where}[{index}]") for index, child in enumerate(current))
-    return None
-
-
-class PipelineRequest(BaseModel):
-    """Body of /api/v1/pipeline/execute and /api/v1/pipeline/start."""
+class PipelineRequest(GuardedBody):
+    """Body of /api/v1/pipeline/execute and /api/v1/pipeline/start (hostile values refused: api/body_guard.py)."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -63,17 +48,8 @@ class PipelineRequest(BaseModel):
         default=None, max_length=MAX_CALLBACK_URLS, description="URLs that receive the run document when it ends."
     )
 
-    @field_validator("inputs")
-    @classmethod
-    def _no_reserved_keys(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None:
-            where = find_reserved_key(value)
-            if where is not None:
-                raise ValueError(f"reserved key at {where}: keys '__class__', '__module__' and '__kajson*' are refused")
-        return value
 
-
-class ValidateRequest(BaseModel):
+class ValidateRequest(GuardedBody):
     model_config = ConfigDict(extra="forbid")
 
     mthds_contents: list[Annotated[str, Field(max_length=4 * 1024 * 1024)]] = Field(min_length=1, max_length=64)
@@ -202,12 +178,14 @@ class HealthResponse(BaseModel):
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "content": {"application/problem+json": {}}, "description": description}
     for status, description in {
+        400: "A malformed header, a Host this server does not serve, or two caller identities",
         401: "Missing, invalid or expired credentials",
+        403: "AUTH_MODE=none: a state-changing request from an Origin that is not allowed",
         404: "No such run (or not the caller's)",
         409: "Conflict: idempotency key reused, run already ended or still running",
         413: "Request body too large",
-        422: "Invalid request, bundle or inputs",
-        429: "Provider rate limit",
+        422: "Invalid request, bundle or inputs; a body nested too deeply or holding text that is not valid Unicode",
+        429: "Provider rate limit, or a per-caller limit (active runs, event streams, redeliveries)",
         500: "Unexpected server error",
         501: "No backend for the model",
         502: "Provider failure",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from pipelex.base_exceptions import PipelexError
@@ -50,6 +51,50 @@ def _provider_refusal(exc: BaseException) -> ApiProblem | None:
     return None
 
 
+def _in_chain(exc: BaseException, matches: Callable[[BaseException], bool]) -> BaseException | None:
+    """The first exception of ``exc``'s cause chain that ``matches`` (the runtime wraps what a pipe raised)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(seen) < 32:
+        if matches(current):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _is_long_integer(exc: BaseException) -> bool:
+    return type(exc) is ValueError and "integer string conversion" in str(exc)
+
+
+def _request_problem(exc: BaseException) -> ApiProblem | None:
+    """The runtime failures that a request's own structure causes, though the runtime calls them unexpected."""
+    if _in_chain(exc, lambda current: isinstance(current, RecursionError)) is not None:
+        # The runtime walks bundles and inputs recursively (schemas, copies, renderers): a structure it cannot
+        # follow (say, a long chain of concepts, each a field of the one before) is the request's, not a server fault.
+        logger.warning("the runtime ran out of recursion on a request")
+        return ApiProblem(
+            status=422,
+            code="request.too_deeply_nested",
+            detail=(
+                "The bundle or the inputs nest too deeply for the runtime to process (for instance, too long a chain of "
+                "concepts that each hold the next one): flatten them."
+            ),
+        )
+    if _in_chain(exc, _is_long_integer) is not None:  # the TOML parser reads an integer literal with int()
+        status, title, type_uri = registry_entry("method.invalid")
+        detail = "The bundle holds an integer of more than 4300 digits, which cannot be read."
+        return ApiProblem(
+            status=status or 422,
+            code="method.invalid",
+            detail=detail,
+            title=title,
+            type_uri=type_uri,
+            errors=[{"code": "method.syntax", "detail": detail}],
+        )
+    return None
+
+
 def problem_from_exception(exc: BaseException, *, request_id: str | None) -> ApiProblem:
     """Translate anything the runtime raised. A non-runtime exception becomes a bare 500 (logged, never leaked)."""
     if isinstance(exc, ApiProblem):
@@ -62,6 +107,9 @@ def problem_from_exception(exc: BaseException, *, request_id: str | None) -> Api
         if isinstance(current, ApiProblem):
             return current
         current = current.__cause__ or current.__context__
+    request_problem = _request_problem(exc)
+    if request_problem is not None:
+        return request_problem
     if not isinstance(exc, PipelexError):
         logger.error("unexpected error in the runtime", exc_info=exc)
         return internal_error()
