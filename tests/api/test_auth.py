@@ -80,13 +80,18 @@ async def test_callers_see_only_their_own_runs(make_app):
     assert other.json()["code"] == "run.not_found"
 
 
-async def test_a_run_id_of_another_caller_is_a_conflict_not_a_leak(make_app):
+async def test_the_same_run_id_from_two_callers_is_two_runs_and_no_leak(make_app):
     app = await make_app(auth_mode="jwt", jwt_secret_key=SECRET)
-    body = seed_request(dry_run=True, pipeline_run_id="shared-id-1")
-    assert (await app.client.post(EXECUTE, json=body, headers=bearer(token("alice")))).status_code == 200
-    response = await app.client.post(EXECUTE, json=body, headers=bearer(token("bob")))
-    assert response.status_code == 409
-    assert "pipe_output" not in response.text
+    alice = seed_request(dry_run=True, pipeline_run_id="shared-id-1")
+    bob = seed_request(dry_run=True, pipeline_run_id="shared-id-1", inputs={"text": "bob's own words"})
+    first = await app.client.post(EXECUTE, json=alice, headers=bearer(token("alice")))
+    second = await app.client.post(EXECUTE, json=bob, headers=bearer(token("bob")))
+    assert first.status_code == 200 and second.status_code == 200, second.text
+    assert first.json()["pipeline_run_id"] == second.json()["pipeline_run_id"] == "shared-id-1"
+    url = "/api/v1/runs/shared-id-1"
+    seen_by_alice = (await app.client.get(url, headers=bearer(token("alice")))).json()
+    seen_by_bob = (await app.client.get(url, headers=bearer(token("bob")))).json()
+    assert "bob's own words" not in str(seen_by_alice) and "bob's own words" in str(seen_by_bob)
 
 
 async def test_forwarded_identity(make_app):

@@ -118,7 +118,7 @@ async def test_queued_runs_wait_for_a_slot_in_order_and_can_be_cancelled_while_q
 
 
 async def test_two_hundred_started_runs_with_sixteen_slots_all_complete_with_their_own_output(make_app, stub):
-    app = await make_app(max_concurrent_runs=16)
+    app = await make_app(max_concurrent_runs=16, sse_max_streams_per_caller=200)  # one stream per run, all at once
     stub.configure(latency_ms=20)
     ids = []
     for index in range(200):
@@ -193,13 +193,14 @@ async def test_retention_purges_only_old_ended_runs(make_app, stub):
     running = (await app.client.post(START, json=seed_request())).json()["pipeline_run_id"]
     repository = app.services.repository
     long_ago = utcnow() - timedelta(days=2)
-    await repository.update(old, finished_at=long_ago, created_at=long_ago)
+    old_key = (await repository.get_public("shared", old))["id"]
+    await repository.update(old_key, finished_at=long_ago, created_at=long_ago)
     purged = await app.services.runs.purge_expired()
     assert purged == [old]
     assert (await app.client.get(f"/api/v1/runs/{old}")).status_code == 404
     assert (await app.client.get(f"/api/v1/runs/{recent}")).status_code == 200
     assert (await app.client.get(f"/api/v1/runs/{running}")).status_code == 200
-    assert await repository.events_after(old, 0) == []
+    assert await repository.events_after(old_key, 0) == []
     await app.client.post(f"/api/v1/runs/{running}/cancel")
 
 

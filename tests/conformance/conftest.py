@@ -15,6 +15,8 @@ from tests.support.stub_llm import StubLLM
 from tests.support.temporal import TemporalDevServer, WorkerProcess
 
 CALLBACK_SECRET = "conformance-callback-secret"
+# the session deployments take the caller from X-User-Id (behind a trusted proxy), so tests can be two callers
+CALLER = {"X-User-Id": "conformance"}
 
 
 @dataclass
@@ -62,11 +64,20 @@ def deployment_env(stub: StubLLM, data_dir: Path) -> dict[str, str]:
 
 
 def start_deployment(
-    mode: str, stub: StubLLM, workdir: Path, temporal: TemporalDevServer | None, extra_env: dict[str, str] | None = None
+    mode: str,
+    stub: StubLLM,
+    workdir: Path,
+    temporal: TemporalDevServer | None,
+    extra_env: dict[str, str] | None = None,
+    *,
+    forwarded_identity: bool = False,
 ) -> Deployment:
     """``extra_env`` with DATABASE_URL (PostgreSQL) and the S3 variables gives the several-hosts configuration;
-    without it, Temporal mode runs on one host (SQLite and a local directory, SINGLE_HOST=true)."""
+    without it, Temporal mode runs on one host (SQLite and a local directory, SINGLE_HOST=true). With
+    ``forwarded_identity`` the caller is the X-User-Id header (TRUST_FORWARDED_IDENTITY_HEADERS=true)."""
     env = deployment_env(stub, workdir / "data")
+    if forwarded_identity:
+        env["TRUST_FORWARDED_IDENTITY_HEADERS"] = "true"
     if mode == "temporal":
         assert temporal is not None
         env |= {**temporal.env(), "TEMPORAL_HEARTBEAT_TIMEOUT_SECONDS": "4", "TEMPORAL_MAX_ATTEMPTS": "3"}
@@ -85,12 +96,12 @@ def start_deployment(
 @pytest.fixture(scope="session", params=["inprocess", pytest.param("temporal", marks=pytest.mark.temporal)])
 def deployment(request: pytest.FixtureRequest, stub: StubLLM, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     temporal = request.getfixturevalue("temporal_server") if request.param == "temporal" else None
-    deployed = start_deployment(request.param, stub, tmp_path_factory.mktemp(f"deploy-{request.param}"), temporal)
+    deployed = start_deployment(request.param, stub, tmp_path_factory.mktemp(f"deploy-{request.param}"), temporal, forwarded_identity=True)
     yield deployed
     deployed.stop()
 
 
 @pytest.fixture
 async def api(deployment: Deployment) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=deployment.url, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=deployment.url, timeout=60, headers=CALLER) as client:
         yield client

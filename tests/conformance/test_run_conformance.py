@@ -47,7 +47,9 @@ async def test_start_answers_at_once_then_streams_to_completion(api, deployment)
     assert answer["pipeline_state"] == "STARTED"
     assert response.headers["location"] == f"/api/v1/runs/{run_id}"
     if deployment.mode == "temporal":
-        assert answer["workflow_id"] == f"pipelex-run-{run_id}"
+        # made from the run's server-wide key, not its public id (two callers' runs of one id have two workflows)
+        assert answer["workflow_id"].startswith("pipelex-run-")
+        assert (await api.get(f"/api/v1/runs/{run_id}")).json()["workflow_id"] == answer["workflow_id"]
     else:
         assert answer["workflow_id"] is None
     stream = await api.get(f"/api/v1/runs/{run_id}/events")
@@ -180,3 +182,55 @@ async def test_a_pdf_sent_as_a_data_url_is_read_by_the_run(api, stub):
     document = await wait_for_end(api, run_id)
     assert document["pipeline_state"] == "COMPLETED", document
     assert any(marker in call["prompt"] for call in stub.stats()["recent"])
+
+
+async def test_two_callers_with_one_run_id_each_get_their_own_run(api, stub, deployment):
+    """Run ids and idempotency keys are the caller's: the same id from two callers is two runs (two workflows in
+    Temporal mode), each with its own output, and the other caller's run answers 404 like an unknown id."""
+    run_id = f"conf-two-{uuid.uuid4().hex}"
+    alice, bob = {"X-User-Id": "conf-alice"}, {"X-User-Id": "conf-bob"}
+    marks = {"conf-alice": f"alice-{run_id[-8:]}", "conf-bob": f"bob-{run_id[-8:]}"}
+    answers = {}
+    for headers in (alice, bob):
+        body = {"pipeline_run_id": run_id, "mthds_contents": [SEED_BUNDLE], "inputs": {"text": marks[headers["X-User-Id"]]}}
+        response = await api.post("/api/v1/pipeline/start", json=body, headers=headers)
+        assert response.status_code == 202, response.text
+        answers[headers["X-User-Id"]] = response.json()
+        # a retry by the same caller is answered from its own run (and, in Temporal mode, reuses its workflow)
+        again = await api.post("/api/v1/pipeline/start", json=body, headers=headers)
+        assert again.status_code == 202 and again.json()["workflow_id"] == response.json()["workflow_id"]
+    if deployment.mode == "temporal":
+        assert answers["conf-alice"]["workflow_id"] != answers["conf-bob"]["workflow_id"]
+    for headers in (alice, bob):
+        document = await wait_for_end(api, run_id, headers=headers)
+        assert document["pipeline_state"] == "COMPLETED", document
+        assert marks[headers["X-User-Id"]] in main_content(document)["text"]
+        events = parse_sse((await api.get(f"/api/v1/runs/{run_id}/events", headers=headers)).text)
+        assert {event["data"]["pipeline_run_id"] for event in events} == {run_id}
+    assert all(len([call for call in stub.stats()["recent"] if mark in call["prompt"]]) == 1 for mark in marks.values())
+
+    # /execute and /v1/start with an Idempotency-Key: one run per caller as well
+    key = f"conf-key-{uuid.uuid4().hex}"
+    for headers in (alice, bob):
+        body = {"mthds_contents": [SEED_BUNDLE], "inputs": {"text": f"{headers['X-User-Id']} {key[-8:]}"}}
+        executed = await api.post("/api/v1/pipeline/execute", json={**body, "pipeline_run_id": key}, headers=headers)
+        assert executed.status_code == 200, executed.text
+        assert headers["X-User-Id"] in main_content(executed.json())["text"]
+        started = await api.post("/v1/start", json=body, headers={**headers, "Idempotency-Key": f"v1-{key}"})
+        assert started.status_code == 202, started.text
+        assert started.json()["pipeline_run_id"] == f"v1-{key}"
+        assert (await wait_for_end(api, f"v1-{key}", headers=headers))["pipeline_state"] == "COMPLETED"
+
+    # a third caller sees none of it: 404 exactly as for an id no one uses
+    carol = {"X-User-Id": "conf-carol"}
+    unknown = await api.get(f"/api/v1/runs/{run_id}-unused", headers=carol)
+    for path in (f"/api/v1/runs/{run_id}", f"/api/v1/runs/{key}", f"/v1/runs/v1-{key}/status"):
+        answer = await api.get(path, headers=carol)
+        assert answer.status_code == 404 and answer.json()["code"] == unknown.json()["code"] == "run.not_found"
+    for method, path in (("POST", "cancel"), ("POST", "callbacks/redeliver"), ("DELETE", ""), ("GET", "events")):
+        answer = await api.request(method, f"/api/v1/runs/{run_id}/{path}".rstrip("/"), headers=carol)
+        assert answer.status_code == 404, (method, path, answer.text)
+    # deleting one caller's run leaves the other's
+    assert (await api.delete(f"/api/v1/runs/{run_id}", headers=alice)).status_code == 204
+    assert (await api.get(f"/api/v1/runs/{run_id}", headers=alice)).status_code == 404
+    assert (await api.get(f"/api/v1/runs/{run_id}", headers=bob)).json()["pipeline_state"] == "COMPLETED"

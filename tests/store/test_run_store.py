@@ -28,8 +28,10 @@ def run_row(*, state: str, owner: str | None, lease_in: float | None, request: R
         dry_run=True,
         callback_urls=[],
     )
+    run_id = f"r-{uuid.uuid4().hex}"
     return {
-        "id": f"r-{uuid.uuid4().hex}",
+        "id": run_id,
+        "public_id": run_id,
         "caller_id": "shared",
         "kind": "execute",
         "state": state,
@@ -134,9 +136,9 @@ async def test_execute_records_runs_in_the_configured_store(database_url, make_a
     repository = app.services.repository
     run_id = response.json()["pipeline_run_id"]
     async with repository.engine.connect() as connection:
-        count = (await connection.execute(sa.select(sa.func.count()).select_from(runs).where(runs.c.id == run_id))).scalar_one()
+        count = (await connection.execute(sa.select(sa.func.count()).select_from(runs).where(runs.c.public_id == run_id))).scalar_one()
     assert count == 1
-    row = await repository.get(response.json()["pipeline_run_id"])
+    row = await repository.get_public("shared", run_id)
     assert row["state"] == "COMPLETED" and row["caller_id"] == Caller(id="shared").id
     assert row["created_at"].tzinfo is not None
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -31,3 +34,27 @@ async def wait_for_end(client: httpx.AsyncClient, run_id: str, **kwargs: Any) ->
     run = await client.get(f"/api/v1/runs/{run_id}", **kwargs)
     assert run.status_code == 200
     return run.json()
+
+
+@contextlib.asynccontextmanager
+async def served(app: Any) -> AsyncIterator[str]:
+    """Serve an app whose lifespan is already entered over real HTTP on loopback, in this event loop (streams and
+    client disconnects behave as in production, and the test can still look inside the app). Yields its base URL."""
+    import uvicorn
+
+    from tests.support.server import free_port
+
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning", timeout_graceful_shutdown=2)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(), name=f"uvicorn-{port}")
+    while not server.started:  # uvicorn offers no event to await
+        if task.done():
+            task.result()
+            raise RuntimeError("uvicorn stopped before it started")
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task

@@ -3,6 +3,7 @@
     with TemporalDevServer(tmp) as temporal:
         env = temporal.env()                       # EXECUTION_MODE, TEMPORAL_ADDRESS, TEMPORAL_TASK_QUEUE, ...
         worker = WorkerProcess(tmp / "w1", env={**env, ...}).start()
+        async with in_process_worker(app) as worker_service: ...   # or a worker in the test's own process
 
 The dev server keeps everything in memory, binds loopback on free ports, and is ready when a client connects.
 """
@@ -10,6 +11,7 @@ The dev server keeps everything in memory, binds loopback on free ports, and is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -17,7 +19,10 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from tests.support.server import STARTED, free_port
 
@@ -165,3 +170,39 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             return self.process.wait(5)
+
+
+@contextlib.asynccontextmanager
+async def in_process_worker(app: Any, **overrides: Any) -> AsyncIterator[Any]:
+    """A Temporal worker in this process, beside an in-process app in Temporal mode: the same activities as
+    ``pipelex-server worker``, with a run service of its own (its own maps), joined to the app's runtime and storage.
+    Yields the worker's run service."""
+    from temporalio.worker import Worker
+
+    from pipelex_server.runs.service import RunService
+    from pipelex_server.store.db import make_engine
+    from pipelex_server.store.repository import RunRepository
+    from pipelex_server.temporal.activities import RunActivities
+    from pipelex_server.temporal.workflows import CallbacksWorkflow, RunWorkflow
+
+    services = app.state.services
+    settings = services.settings.model_copy(update=overrides)
+    database = make_engine(settings.resolved_database_url)
+    service = RunService(settings=settings, repository=RunRepository(database), engine=services.engine, store=services.store)
+    service.temporal = services.runs.temporal
+    service.start_background(retention=False)
+    activities = RunActivities(service)
+    worker = Worker(
+        service.temporal,
+        task_queue=settings.temporal_task_queue,
+        workflows=[RunWorkflow, CallbacksWorkflow],
+        activities=[activities.execute_run, activities.settle_run, activities.deliver_callbacks],
+        max_concurrent_activities=settings.max_concurrent_runs,
+        graceful_shutdown_timeout=timedelta(seconds=2),
+    )
+    try:
+        async with worker:
+            yield service
+    finally:
+        await service.close(grace_seconds=0)
+        await database.dispose()

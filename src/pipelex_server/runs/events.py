@@ -4,6 +4,10 @@ The process executing a run numbers its events and buffers pipe progress in memo
 every ``FLUSH_INTERVAL`` seconds, and state changes write theirs in the same transaction as the change, so a short
 run costs no extra write. Readers follow the store: woken at once by a local write, and by polling for runs that
 execute in another process.
+
+Events are keyed by the run's server-wide key; their data names the run by its public id. Nothing here outlives
+the runs this process executes and the readers it serves: a run's log goes when its execution here ends, a reader's
+waiter when the reader stops waiting (a Temporal-mode API process holds nothing for runs workers execute).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from pipelex_server.lifecycle import SHUTTING_DOWN
-from pipelex_server.store.repository import Event, RunRepository, utcnow
+from pipelex_server.store.repository import TERMINAL_STATES, Event, RunRepository, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +36,17 @@ END_EVENT = "end"
 @dataclass
 class _RunLog:
     next_seq: int
+    public_id: str
     pending: list[Event] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass
+class _Waiter:
+    """Readers of one run waiting for this process's next write of its events."""
+
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    readers: int = 0
 
 
 def _iso(value: datetime) -> str:
@@ -44,7 +57,7 @@ class RunEvents:
     def __init__(self, repository: RunRepository) -> None:
         self.repository = repository
         self._logs: dict[str, _RunLog] = {}
-        self._notify: dict[str, asyncio.Event] = {}
+        self._waiters: dict[str, _Waiter] = {}
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -62,17 +75,32 @@ class RunEvents:
 
     # ---------------------------------------------------------------- writing (the executing process)
 
-    def open(self, run_id: str, next_seq: int = 1) -> None:
-        self._logs.setdefault(run_id, _RunLog(next_seq=next_seq))
+    @property
+    def tracked(self) -> tuple[int, int]:
+        """(runs whose events this process numbers, runs readers wait on here): both drop to 0 when idle."""
+        return len(self._logs), len(self._waiters)
+
+    def open(self, run_id: str, next_seq: int, public_id: str) -> None:
+        """Start numbering the events of a run this process executes (``run_id`` is its key)."""
+        self._logs.setdefault(run_id, _RunLog(next_seq=next_seq, public_id=public_id))
+
+    def is_open(self, run_id: str) -> bool:
+        return run_id in self._logs
+
+    def _log(self, run_id: str) -> _RunLog:
+        log = self._logs.get(run_id)
+        if log is None:
+            raise RuntimeError(f"the events of run {run_id} are not open in this process")
+        return log
 
     def make(self, run_id: str, event: str, data: dict[str, Any]) -> Event:
         """Number an event now (to be written by the caller, with a state change)."""
-        log = self._logs.setdefault(run_id, _RunLog(next_seq=1))
+        log = self._log(run_id)
         now = utcnow()
         record = {
             "seq": log.next_seq,
             "event": event,
-            "data": {"pipeline_run_id": run_id, **data, "at": data.get("at") or _iso(now)},
+            "data": {"pipeline_run_id": log.public_id, **data, "at": data.get("at") or _iso(now)},
             "at": now,
         }
         log.next_seq += 1
@@ -94,8 +122,7 @@ class RunEvents:
         return pending
 
     def lock_for(self, run_id: str) -> asyncio.Lock:
-        log = self._logs.setdefault(run_id, _RunLog(next_seq=1))
-        return log.lock
+        return self._log(run_id).lock
 
     def close_run(self, run_id: str) -> None:
         self._logs.pop(run_id, None)
@@ -125,20 +152,33 @@ class RunEvents:
     # ---------------------------------------------------------------- reading (any process)
 
     def notify(self, run_id: str) -> None:
-        waiter = self._notify.pop(run_id, None)
+        waiter = self._waiters.pop(run_id, None)
         if waiter is not None:
-            waiter.set()
+            waiter.event.set()
 
     async def _wait(self, run_id: str, timeout: float) -> None:
-        waiter = self._notify.setdefault(run_id, asyncio.Event())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(waiter.wait(), timeout)
+        waiter = self._waiters.get(run_id)
+        if waiter is None:
+            waiter = self._waiters[run_id] = _Waiter()
+        waiter.readers += 1
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter.event.wait(), timeout)
+        finally:  # also when the reader is cancelled (its client went away)
+            waiter.readers -= 1
+            if not waiter.readers and self._waiters.get(run_id) is waiter:
+                del self._waiters[run_id]
 
-    async def follow(self, run_id: str, after_seq: int) -> AsyncIterator[Event | None]:
-        """Yield the run's events after ``after_seq`` until its ``end`` event; None marks an idle keep-alive."""
+    async def follow(self, run_id: str, after_seq: int, *, caller_id: str | None = None) -> AsyncIterator[Event | None]:
+        """Yield the run's events after ``after_seq`` until its ``end`` event; None marks an idle keep-alive.
+
+        Each time it finds nothing new, it checks the run again: the stream ends when the run is gone (deleted,
+        purged) or no longer the caller's, and when the run has ended with no event after ``after_seq`` (a reader
+        resuming at or past the last event is not kept waiting for events that will never come)."""
         last = after_seq
         idle = 0.0
         interval = FIRST_POLL_INTERVAL
+        ended = False
         while True:
             events = await self.repository.events_after(run_id, last)
             for event in events:
@@ -150,8 +190,16 @@ class RunEvents:
                 idle = 0.0
                 interval = FIRST_POLL_INTERVAL
                 continue
-            if SHUTTING_DOWN.is_set() or await self.repository.get(run_id) is None:
+            if SHUTTING_DOWN.is_set():
                 return
+            row = await self.repository.get(run_id)
+            if row is None or (caller_id is not None and row["caller_id"] != caller_id):
+                return
+            if row["state"] in TERMINAL_STATES:
+                if ended:
+                    return
+                ended = True  # its last events were written with its terminal state: one more read finds them all
+                continue
             await self._wait(run_id, interval)  # this process's own writes wake it at once
             idle += interval
             interval = min(POLL_INTERVAL, interval * 1.5)
@@ -160,9 +208,10 @@ class RunEvents:
                 yield None
 
 
-def numbered(run_id: str, seq: int, event: str, data: dict[str, Any]) -> Event:
+def numbered(public_id: str, seq: int, event: str, data: dict[str, Any]) -> Event:
+    """An event numbered by the caller (a run's first events, written with its insertion)."""
     now = utcnow()
-    return {"seq": seq, "event": event, "data": {"pipeline_run_id": run_id, **data, "at": data.get("at") or _iso(now)}, "at": now}
+    return {"seq": seq, "event": event, "data": {"pipeline_run_id": public_id, **data, "at": data.get("at") or _iso(now)}, "at": now}
 
 
 def sse_frame(event: Event) -> bytes:

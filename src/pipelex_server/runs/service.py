@@ -5,6 +5,9 @@ process's ``MAX_CONCURRENT_RUNS`` slots, and ends in exactly one terminal state.
 compare-and-set in the store, written with the events it produces. The process executing a run holds a lease on
 it and renews it; runs whose lease expired (their process died) are settled by whichever process notices:
 re-queued if they never started, ERROR otherwise.
+
+A run belongs to its caller, who names it by its public id; internally it is known by its key (runs/ids.py):
+``row["id"]`` is the key, ``row["public_id"]`` what answers, events and stored objects' paths show.
 """
 
 from __future__ import annotations
@@ -14,26 +17,31 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import random
 import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from pipelex_server.engine.runtime import Checkpoints, Engine, RunOutcome
 from pipelex_server.errors import ApiProblem
 from pipelex_server.input_limits import check_url_inputs
 from pipelex_server.netguard import UrlRefused, check_url_shape, vet_url
-from pipelex_server.runs.callbacks import CallbackDeliverer, delivery_record
+from pipelex_server.runs.callbacks import CallbackDeliverer
+from pipelex_server.runs.documents import execute_answer, iso, not_found, run_document, start_answer
 from pipelex_server.runs.events import END_EVENT, RunEvents, numbered
+from pipelex_server.runs.ids import new_public_id, new_run_key
+from pipelex_server.runs.limits import StreamSlots, redelivery_limit, too_many_active
 from pipelex_server.settings import Settings
 from pipelex_server.storage import ObjectNotFound, ObjectStore, StorageUnavailable
 from pipelex_server.storage.keys import output_key, run_prefix
 from pipelex_server.store.repository import (
     ACTIVE_STATES,
     TERMINAL_STATES,
+    ActiveRunLimit,
     CheckpointRepository,
     Event,
     InvalidCursor,
@@ -150,61 +158,6 @@ def rewrite_urls(value: Any, rewrites: dict[str, str]) -> Any:
     return value
 
 
-def iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
-
-
-def run_document(row: dict[str, Any], deliveries: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The public view of a run (contract §4)."""
-    return {
-        "pipeline_run_id": row["id"],
-        "pipeline_state": row["state"],
-        "created_at": iso(row["created_at"]),
-        "started_at": iso(row["started_at"]),
-        "finished_at": iso(row["finished_at"]),
-        "pipe_code": row["pipe_code"],
-        "main_stuff_name": row["main_stuff_name"],
-        "pipe_output": row["output"] if row["state"] == "COMPLETED" else None,
-        "output_url": row["output_url"],
-        "error": row["error"],
-        "usage": row["usage"],
-        "dry_run": bool(row["dry_run"]),
-        "workflow_id": row["workflow_id"],
-        "callbacks": [delivery_record(delivery) for delivery in deliveries or []],
-    }
-
-
-def execute_answer(row: dict[str, Any]) -> dict[str, Any]:
-    """The body of a 200 from /execute: the completed run, in the seed's response shape."""
-    return {
-        "pipeline_run_id": row["id"],
-        "created_at": iso(row["created_at"]),
-        "pipeline_state": row["state"],
-        "finished_at": iso(row["finished_at"]),
-        "main_stuff_name": row["main_stuff_name"],
-        "pipe_output": row["output"],
-        "output_url": row["output_url"],
-        "usage": row["usage"],
-        "dry_run": bool(row["dry_run"]),
-    }
-
-
-def start_answer(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "pipeline_run_id": row["id"],
-        "created_at": iso(row["created_at"]),
-        "pipeline_state": row["state"],
-        "finished_at": iso(row["finished_at"]),
-        "main_stuff_name": row["main_stuff_name"],
-        "pipe_output": row["output"] if row["state"] == "COMPLETED" else None,
-        "workflow_id": row["workflow_id"],
-    }
-
-
-def not_found(run_id: str) -> ApiProblem:
-    return ApiProblem(status=404, code="run.not_found", detail=f"No run {run_id!r}.", params={"pipeline_run_id": run_id})
-
-
 def _problem_document(status: int, code: str, detail: str) -> dict[str, Any]:
     return ApiProblem(status=status, code=code, detail=detail).to_document(request_id=None)
 
@@ -224,6 +177,7 @@ class RunService:
         self.is_temporal = settings.is_temporal
         self.instance_id = uuid.uuid4().hex
         self.events = RunEvents(repository)
+        self.streams = StreamSlots(settings.sse_max_streams_per_caller)
         self.deliverer = CallbackDeliverer(
             settings=settings, repository=repository, owner=self.instance_id, document_for=self._callback_document
         )
@@ -274,10 +228,11 @@ class RunService:
         """Run and wait. Returns the execute answer of a COMPLETED run, or raises the run's problem."""
         await self._admit(request)
         fingerprint = request.fingerprint()
-        if self.is_temporal and not await self._is_replay(caller, run_id, fingerprint):
-            # the worker gets a request that references storage only, as for /start
-            run_id = run_id or str(uuid.uuid4())
-            request = await self._checked(caller, request, run_id, request_id)
+        if not await self._is_replay(caller, run_id, fingerprint):
+            await self._check_active(caller)
+            if self.is_temporal:  # the worker gets a request that references storage only, as for /start
+                run_id = run_id or new_public_id()
+                request = await self._checked(caller, request, run_id, request_id)
         row, created = await self._create_or_replay(caller=caller, request=request, run_id=run_id, kind="execute", fingerprint=fingerprint)
         if row["state"] not in TERMINAL_STATES:
             if self.is_temporal:
@@ -286,14 +241,14 @@ class RunService:
             if task is None and created and not self.is_temporal:
                 task = self._spawn(row, caller, request, request_id)
             # shield: a client that disconnects does not cancel the run; it goes on and is recorded.
-            row = await asyncio.shield(task) if task is not None else await self._wait_terminal(row["id"])
+            row = await asyncio.shield(task) if task is not None else await self._wait_terminal(row)
         if row["state"] == "COMPLETED":
             if row["output"] is None and row["output_url"]:
                 # /execute waits for the result: it gets the whole output even when the run document links it
                 row = {**row, "output": json.loads(await self.output_bytes(row))}
             return execute_answer(row)
         problem = ApiProblem.from_document(row["error"] or _problem_document(500, "run.lost", "The run ended without a result."))
-        problem.members["pipeline_run_id"] = row["id"]
+        problem.members["pipeline_run_id"] = row["public_id"]
         problem.members["pipeline_state"] = row["state"]
         raise problem
 
@@ -303,7 +258,9 @@ class RunService:
         fingerprint = request.fingerprint()
         # a retried request (same id, same body) is answered from its run: no second check, no second fetch
         stored = request if await self._is_replay(caller, run_id, fingerprint) else None
-        run_id = run_id or str(uuid.uuid4())
+        if stored is None:
+            await self._check_active(caller)  # before fetching anything for a request that would be refused
+        run_id = run_id or new_public_id()
         stored = stored or await self._checked(caller, request, run_id, request_id)
         row, created = await self._create_or_replay(caller=caller, request=stored, run_id=run_id, kind="start", fingerprint=fingerprint)
         if self.is_temporal:
@@ -317,8 +274,14 @@ class RunService:
         """The id names this caller's run of this very request (an idempotent retry)."""
         if run_id is None:
             return False
-        existing = await self.repository.get(run_id)
-        return existing is not None and existing["caller_id"] == caller.id and existing["request_hash"] == fingerprint
+        existing = await self.repository.get_public(caller.id, run_id)
+        return existing is not None and existing["request_hash"] == fingerprint
+
+    async def _check_active(self, caller: Caller) -> None:
+        """429 at once when the caller is at its limit of queued or running runs (inserting checks it again, exactly)."""
+        limit = self.settings.max_active_runs_per_caller
+        if await self.repository.count_active(caller.id) >= limit:
+            raise too_many_active(limit)
 
     async def _checked(self, caller: Caller, request: RunRequest, run_id: str, request_id: str | None) -> RunRequest:
         """Check the bundle and inputs as the run will (remote and data: inputs are stored under the run's prefix);
@@ -329,8 +292,7 @@ class RunService:
                 **request.engine_arguments(), scope=caller.scope, storage_scope=run_prefix(caller.scope, run_id), request_id=request_id
             )
         except BaseException:
-            existing = await self.repository.get(run_id)
-            if existing is None or existing["caller_id"] != caller.id:
+            if await self.repository.get_public(caller.id, run_id) is None:
                 await self._delete_stored(caller.id, run_id)
             raise
         return request.with_rewritten_urls(rewrites)
@@ -369,7 +331,7 @@ class RunService:
                 status=503,
                 code="temporal.unavailable",
                 detail="The run could not be submitted to Temporal; it ended ERROR. Try again later.",
-                params={"pipeline_run_id": row["id"]},
+                params={"pipeline_run_id": row["public_id"]},
             ) from exc
 
     async def _admit(self, request: RunRequest) -> None:
@@ -391,7 +353,7 @@ class RunService:
         for index, url in enumerate(urls):
             try:
                 check_url_shape(url)
-                await vet_url(url, allow_private=self.settings.callback_allow_private_hosts)
+                await vet_url(url, allow_private=self.settings.callback_allow_private_hosts, resolver=self.deliverer.resolver)
             except UrlRefused as exc:
                 raise ApiProblem(
                     status=422,
@@ -403,8 +365,11 @@ class RunService:
     async def _create_or_replay(
         self, *, caller: Caller, request: RunRequest, run_id: str | None, kind: str, fingerprint: str | None = None
     ) -> tuple[dict[str, Any], bool]:
+        """Insert the caller's run ``run_id`` (its public id), or return the caller's existing run of that id when it
+        was made by this very request; another caller's run of the same id is another run, and is never seen here."""
         now = utcnow()
-        run_id = run_id or str(uuid.uuid4())
+        public_id = run_id or new_public_id()
+        key = new_run_key()
         fingerprint = fingerprint or request.fingerprint()
         # /execute takes a free slot right away (no suspension when one is free): inserted RUNNING, one write less.
         # /start answers STARTED (accepted) and the run moves to RUNNING in the background.
@@ -413,7 +378,8 @@ class RunService:
             await self._slots.acquire()
         state = "RUNNING" if slot else "STARTED"
         row = {
-            "id": run_id,
+            "id": key,
+            "public_id": public_id,
             "caller_id": caller.id,
             "kind": kind,
             "state": state,
@@ -427,21 +393,30 @@ class RunService:
             "lease_owner": None if self.is_temporal else self.instance_id,
             "lease_expires_at": None if self.is_temporal else lease_deadline(self.settings.lease_seconds),
             "cancel_requested": False,
-            "workflow_id": workflow_id_for(run_id) if self.is_temporal else None,
+            "workflow_id": workflow_id_for(key) if self.is_temporal else None,
+            "redeliveries": 0,
         }
-        first_events = [numbered(run_id, 1, "state", {"pipeline_state": "STARTED"})]
+        first_events = [numbered(public_id, 1, "state", {"pipeline_state": "STARTED"})]
         if slot:
-            first_events.append(numbered(run_id, 2, "state", {"pipeline_state": "RUNNING"}))
+            first_events.append(numbered(public_id, 2, "state", {"pipeline_state": "RUNNING"}))
         try:
             inserted = await self.repository.insert_run(
-                row, events=first_events, callback_urls=request.callback_urls, max_attempts=self.settings.callback_max_attempts
+                row,
+                events=first_events,
+                callback_urls=request.callback_urls,
+                max_attempts=self.settings.callback_max_attempts,
+                max_active=self.settings.max_active_runs_per_caller,
             )
-        except BaseException:
+        except BaseException as exc:
             if slot:
                 self._slots.release()
+            if isinstance(exc, ActiveRunLimit):
+                await self._delete_stored(caller.id, public_id)  # what this request's check stored belongs to no run
+                raise too_many_active(self.settings.max_active_runs_per_caller) from None
             raise
         if inserted:
-            self.events.open(run_id, next_seq=len(first_events) + 1)
+            if not self.is_temporal:  # in Temporal mode a worker executes it: nothing of it is kept here
+                self.events.open(key, next_seq=len(first_events) + 1, public_id=public_id)
             full = {
                 **row,
                 "finished_at": None,
@@ -452,19 +427,19 @@ class RunService:
                 "usage": None,
                 "_slot": slot,
             }
-            self.events.notify(run_id)
+            self.events.notify(key)
             return full, True
         if slot:
             self._slots.release()
-        existing = await self.repository.get(run_id)
-        if existing is None or existing["caller_id"] != caller.id or existing["request_hash"] != fingerprint:
-            if existing is None or existing["caller_id"] != caller.id:
-                await self._delete_stored(caller.id, run_id)  # what this request's check stored belongs to no run
+        existing = await self.repository.get_public(caller.id, public_id)
+        if existing is None or existing["request_hash"] != fingerprint:
+            if existing is None:
+                await self._delete_stored(caller.id, public_id)  # what this request's check stored belongs to no run
             raise ApiProblem(
                 status=409,
                 code="request.idempotency_conflict",
-                detail=f"The run id {run_id!r} was already used for a different request.",
-                params={"pipeline_run_id": run_id},
+                detail=f"The run id {public_id!r} was already used for a different request.",
+                params={"pipeline_run_id": public_id},
             )
         return existing, False
 
@@ -496,7 +471,7 @@ class RunService:
                     return current or row
                 row = {**row, "state": "RUNNING", "started_at": now}
                 self.events.notify(run_id)
-            values = await self._execute(run_id, caller, request, request_id)
+            values = await self._execute(row, caller, request, request_id)
         except asyncio.CancelledError:
             if self._shutting_down:
                 await self._hand_back(run_id)
@@ -509,8 +484,16 @@ class RunService:
         return await self._finish(row, values)
 
     async def _execute(
-        self, run_id: str, caller: Caller, request: RunRequest, request_id: str | None, checkpoints: Checkpoints | None = None
+        self,
+        row: dict[str, Any],
+        caller: Caller,
+        request: RunRequest,
+        request_id: str | None,
+        checkpoints: Checkpoints | None = None,
+        remaining_seconds: float | None = None,
     ) -> dict[str, Any]:
+        """Execute the run; ``remaining_seconds`` is what is left of its time limit (all of it by default)."""
+        run_id = row["id"]
         timeout = self.settings.run_timeout_seconds
         loop = asyncio.get_running_loop()
         loop_thread = threading.get_ident()
@@ -534,17 +517,18 @@ class RunService:
                 loop.call_soon_threadsafe(record, event, data)
 
         try:
-            await self.engine.wait_ready()  # a run re-queued at boot may get here before the runtime is up
-            async with asyncio.timeout(timeout):
+            # a run re-queued at boot may get here before the runtime is up: it waits as long as the boot takes
+            await self.engine.wait_ready(timeout=math.inf)
+            async with asyncio.timeout(timeout if remaining_seconds is None else remaining_seconds):
                 outcome = await self.engine.execute(
                     **request.engine_arguments(),
                     scope=caller.scope,
-                    storage_scope=run_prefix(caller.scope, run_id),
+                    storage_scope=run_prefix(caller.scope, row["public_id"]),
                     request_id=request_id,
                     progress=progress,
                     checkpoints=checkpoints,
                 )
-            return await self._completed_values(run_id, caller, request, outcome)
+            return await self._completed_values(row, caller, request, outcome)
         except TimeoutError:
             problem = ApiProblem(
                 status=422,
@@ -561,7 +545,8 @@ class RunService:
             logger.exception("run %s crashed", run_id)
             return {"state": "FAILED", "error": _problem_document(500, "runtime.unexpected", "The run hit an unexpected server error.")}
 
-    async def _completed_values(self, run_id: str, caller: Caller, request: RunRequest, outcome: RunOutcome) -> dict[str, Any]:
+    async def _completed_values(self, row: dict[str, Any], caller: Caller, request: RunRequest, outcome: RunOutcome) -> dict[str, Any]:
+        run_id, public_id = row["id"], row["public_id"]
         values: dict[str, Any] = {"state": "COMPLETED", "main_stuff_name": outcome.main_stuff_name, "usage": outcome.usage}
         if outcome.input_rewrites:  # keep the stored request small: inputs now live in storage
             values["request"] = request.with_rewritten_urls(outcome.input_rewrites).to_json()
@@ -571,13 +556,13 @@ class RunService:
             return values
         # too large to inline: kept in object storage, linked from the run document and the callbacks
         try:
-            await self.store.put(output_key(caller.scope, run_id), encoded, content_type="application/json")
+            await self.store.put(output_key(caller.scope, public_id), encoded, content_type="application/json")
         except StorageUnavailable:
             logger.exception("could not store the output of run %s: it stays inline", run_id)
             values["output"] = outcome.pipe_output
             return values
         values["output"] = None
-        values["output_url"] = f"/api/v1/runs/{run_id}/output"
+        values["output_url"] = f"/api/v1/runs/{public_id}/output"
         return values
 
     async def output_bytes(self, row: dict[str, Any]) -> bytes:
@@ -585,7 +570,7 @@ class RunService:
         if row["output"] is not None or not row["output_url"]:
             return json.dumps(row["output"], separators=(",", ":"), ensure_ascii=False).encode()
         try:
-            stored = await self.store.get(output_key(row["caller_id"], row["id"]))
+            stored = await self.store.get(output_key(row["caller_id"], row["public_id"]))
         except ObjectNotFound as exc:
             raise ApiProblem(status=500, code="run.lost", detail="The run's stored output is missing.") from exc
         except StorageUnavailable as exc:
@@ -599,7 +584,7 @@ class RunService:
                 status=409,
                 code="run.not_completed",
                 detail=f"The run has no output: it is {row['state']}.",
-                params={"pipeline_run_id": run_id, "pipeline_state": row["state"]},
+                params={"pipeline_run_id": row["public_id"], "pipeline_state": row["state"]},
             )
         return await self.output_bytes(row)
 
@@ -609,6 +594,8 @@ class RunService:
         now = utcnow()
         values = {**values, "finished_at": now, "lease_owner": None, "lease_expires_at": None}
         state = values["state"]
+        if not self.events.is_open(run_id):
+            await self._open_events(row)
         async with self.events.lock_for(run_id):
             events = self.events.take_pending(run_id)
             terminal: dict[str, Any] = {"pipeline_state": state}
@@ -640,27 +627,36 @@ class RunService:
             )
         self.events.close_run(run_id)
 
-    async def _wait_terminal(self, run_id: str) -> dict[str, Any]:
+    async def _wait_terminal(self, row: dict[str, Any]) -> dict[str, Any]:
         """Wait for a run executed elsewhere (another process, or a previous request) to end."""
-        async for event in self.events.follow(run_id, 0):
+        async for event in self.events.follow(row["id"], 0):
             if event is not None and event["event"] == END_EVENT:
                 break
-        row = await self.repository.get(run_id)
-        if row is None:
-            raise not_found(run_id)
-        return row
+        current = await self.repository.get(row["id"])
+        if current is None:
+            raise not_found(row["public_id"])
+        return current
 
     # ---------------------------------------------------------------- reads
 
     async def _owned(self, caller: Caller, run_id: str) -> dict[str, Any]:
-        row = await self.repository.get(run_id)
-        if row is None or row["caller_id"] != caller.id:
+        """The caller's run of public id ``run_id``; 404 alike for an id no one uses and for another caller's."""
+        row = await self.repository.get_public(caller.id, run_id)
+        if row is None:
             raise not_found(run_id)
         return row
 
     async def get_document(self, *, caller: Caller, run_id: str) -> dict[str, Any]:
         row = await self._owned(caller, run_id)
-        return run_document(row, await self.repository.deliveries_of(run_id))
+        return run_document(row, await self.repository.deliveries_of(row["id"]))
+
+    async def document_and_events(self, *, caller: Caller, run_id: str) -> tuple[dict[str, Any], list[Event]]:
+        """The caller's run document and every event of the run so far (the /v1 progress snapshot)."""
+        row = await self._owned(caller, run_id)
+        events: list[Event] = []
+        while page := await self.repository.events_after(row["id"], events[-1]["seq"] if events else 0):
+            events += page
+        return run_document(row, await self.repository.deliveries_of(row["id"])), events
 
     async def list_documents(
         self, *, caller: Caller, state: str | None, pipe_code: str | None, limit: int, cursor: str | None
@@ -674,9 +670,11 @@ class RunService:
         deliveries = await self.repository.deliveries_of_runs([row["id"] for row in rows])
         return {"runs": [run_document(row, deliveries.get(row["id"], [])) for row in rows], "next_cursor": next_cursor}
 
-    async def follow_events(self, *, caller: Caller, run_id: str, after_seq: int) -> AsyncIterator[Event | None]:
-        await self._owned(caller, run_id)
-        return self.events.follow(run_id, after_seq)
+    async def follow_events(self, *, caller: Caller, run_id: str, after_seq: int) -> AsyncGenerator[Event | None, None]:
+        """The caller's run's events after ``after_seq`` (404 first when it has no such run), holding one of its
+        SSE_MAX_STREAMS_PER_CALLER stream slots (429 when none is free) until the stream ends or is dropped."""
+        row = await self._owned(caller, run_id)
+        return self.streams.hold(caller.id, self.events.follow(row["id"], after_seq, caller_id=caller.id))
 
     async def _callback_document(self, run_id: str) -> dict[str, Any] | None:
         row = await self.repository.get(run_id)
@@ -686,6 +684,7 @@ class RunService:
 
     async def cancel(self, *, caller: Caller, run_id: str) -> dict[str, Any]:
         row = await self._owned(caller, run_id)
+        key = row["id"]
         if row["state"] in TERMINAL_STATES:
             raise ApiProblem(
                 status=409,
@@ -695,92 +694,88 @@ class RunService:
             )
         if self.is_temporal:
             return await self._cancel_workflow(caller, row)
-        task = self._tasks.get(run_id)
+        task = self._tasks.get(key)
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(asyncio.shield(task), 10)
-        elif row["state"] == "STARTED" and await self._cancel_queued(run_id):
+        elif row["state"] == "STARTED" and await self._cancel_queued(row):
             pass
         else:
-            await self.repository.request_cancel(run_id)  # executing in another process: it polls for this
+            await self.repository.request_cancel(key)  # executing in another process: it polls for this
         return await self.get_document(caller=caller, run_id=run_id)
 
     async def _cancel_workflow(self, caller: Caller, row: dict[str, Any]) -> dict[str, Any]:
         """Temporal mode: a queued run is cancelled in place; the workflow is cancelled, which reaches the running
         activity at its next heartbeat; then wait (bounded) for the run to end."""
-        run_id = row["id"]
         if row["state"] == "STARTED":
-            await self._cancel_queued(run_id)
+            await self._cancel_queued(row)
         try:
             await self.temporal.get_workflow_handle(row["workflow_id"]).cancel()
         except Exception:
-            logger.warning("could not cancel the workflow of run %s", run_id, exc_info=True)
+            logger.warning("could not cancel the workflow of run %s", row["id"], exc_info=True)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wait_terminal(run_id), CANCEL_WAIT_SECONDS)
-        return await self.get_document(caller=caller, run_id=run_id)
+            await asyncio.wait_for(self._wait_terminal(row), CANCEL_WAIT_SECONDS)
+        return await self.get_document(caller=caller, run_id=row["public_id"])
 
-    async def _cancel_queued(self, run_id: str) -> bool:
-        next_seq = await self.repository.max_seq(run_id) + 1
-        problem = _cancelled_problem()
+    async def _cancel_queued(self, row: dict[str, Any]) -> bool:
+        key = row["id"]
+        next_seq = await self.repository.max_seq(key) + 1
         now = utcnow()
-        events = [
-            {
-                "seq": next_seq,
-                "event": "state",
-                "data": {"pipeline_run_id": run_id, "pipeline_state": "CANCELLED", "at": iso(now)},
-                "at": now,
-            },
-            {
-                "seq": next_seq + 1,
-                "event": END_EVENT,
-                "data": {"pipeline_run_id": run_id, "pipeline_state": "CANCELLED", "at": iso(now)},
-                "at": now,
-            },
-        ]
+        data = {"pipeline_state": "CANCELLED", "at": iso(now)}
         done = await self.repository.transition(
-            run_id,
+            key,
             from_states=("STARTED",),
-            values={"state": "CANCELLED", "error": problem, "finished_at": now, "lease_owner": None, "lease_expires_at": None},
-            events=events,
+            values={"state": "CANCELLED", "error": _cancelled_problem(), "finished_at": now, "lease_owner": None, "lease_expires_at": None},
+            events=[numbered(row["public_id"], next_seq, "state", data), numbered(row["public_id"], next_seq + 1, END_EVENT, data)],
         )
         if done:
-            self.events.notify(run_id)
-            if not self.is_temporal and await self.repository.schedule_deliveries(run_id, utcnow()):
+            self.events.notify(key)
+            if not self.is_temporal and await self.repository.schedule_deliveries(key, utcnow()):
                 self.deliverer.wake()
         return done
 
     async def delete(self, *, caller: Caller, run_id: str) -> None:
         row = await self._owned(caller, run_id)
-        if row["state"] not in TERMINAL_STATES or not await self.repository.delete_terminal(run_id):
+        if row["state"] not in TERMINAL_STATES or not await self.repository.delete_terminal(row["id"]):
             raise ApiProblem(
                 status=409,
                 code="run.not_terminal",
                 detail="The run is still going; cancel it first, or wait for it to end.",
                 params={"pipeline_run_id": run_id, "pipeline_state": row["state"]},
             )
+        self.events.notify(row["id"])  # its readers here see it gone at once
         await self._delete_stored(row["caller_id"], run_id)
 
-    async def _delete_stored(self, caller_id: str, run_id: str) -> None:
+    async def _delete_stored(self, caller_id: str, public_id: str) -> None:
         """A run's stored data (fetched and relocated inputs, offloaded output) goes with it."""
         try:
-            await self.store.delete_prefix(run_prefix(caller_id, run_id))
+            await self.store.delete_prefix(run_prefix(caller_id, public_id))
         except StorageUnavailable:
-            logger.warning("could not delete the stored data of run %s", run_id, exc_info=True)
+            logger.warning("could not delete the stored data of run %s of %s", public_id, caller_id, exc_info=True)
 
     async def redeliver(self, *, caller: Caller, run_id: str) -> dict[str, Any]:
+        """Send the run's callbacks again, each with a fresh budget of attempts: at most CALLBACK_MAX_REDELIVERIES
+        times per run, counted in the store."""
         row = await self._owned(caller, run_id)
+        key = row["id"]
         if row["state"] not in TERMINAL_STATES:
             raise ApiProblem(status=409, code="run.not_terminal", detail="The run has not ended: there is nothing to deliver yet.")
-        if not await self.repository.schedule_deliveries(run_id, utcnow(), reset=True, extra_attempts=self.settings.callback_max_attempts):
+        limit = self.settings.callback_max_redeliveries
+        scheduled = await self.repository.grant_redelivery(
+            key, utcnow(), extra_attempts=self.settings.callback_max_attempts, max_redeliveries=limit
+        )
+        if scheduled is None:
+            raise redelivery_limit(limit)
+        if not scheduled:
             raise ApiProblem(status=409, code="callback.none", detail="The run has no callback_urls.")
         if self.is_temporal:
             from pipelex_server.temporal.workflows import CALLBACKS_WORKFLOW, CallbackParams
 
             params = CallbackParams(
-                run_id=run_id, max_attempts=self.settings.callback_max_attempts, backoff_seconds=self.settings.callback_backoff_seconds
+                run_id=key, max_attempts=self.settings.callback_max_attempts, backoff_seconds=self.settings.callback_backoff_seconds
             )
-            workflow_id = f"{row['workflow_id'] or workflow_id_for(run_id)}-callbacks-{uuid.uuid4().hex[:12]}"
+            workflow_id = f"{row['workflow_id'] or workflow_id_for(key)}-callbacks-{uuid.uuid4().hex[:12]}"
             await self.temporal.start_workflow(CALLBACKS_WORKFLOW, params, id=workflow_id, task_queue=self.settings.temporal_task_queue)
         else:
             self.deliverer.wake()
@@ -818,10 +813,10 @@ class RunService:
                     500, "run.lost", "The process executing this run stopped (its lease expired) before the run finished."
                 )
                 values = {"state": "ERROR", "finished_at": now, "lease_owner": None, "lease_expires_at": None, "error": problem}
-                at = iso(now)
+                at, public_id = iso(now), row["public_id"]
                 events = [
-                    ("state", {"pipeline_run_id": run_id, "pipeline_state": "ERROR", "error": {"code": "run.lost"}, "at": at}),
-                    (END_EVENT, {"pipeline_run_id": run_id, "pipeline_state": "ERROR", "at": at}),
+                    ("state", {"pipeline_run_id": public_id, "pipeline_state": "ERROR", "error": {"code": "run.lost"}, "at": at}),
+                    (END_EVENT, {"pipeline_run_id": public_id, "pipeline_state": "ERROR", "at": at}),
                 ]
             else:
                 values = {"lease_owner": self.instance_id, "lease_expires_at": lease_deadline(self.settings.lease_seconds)}
@@ -840,7 +835,7 @@ class RunService:
         row = await self.repository.get(run_id)
         if row is None or row["state"] != "STARTED" or self._shutting_down:
             return
-        self.events.open(run_id, next_seq=await self.repository.max_seq(run_id) + 1)
+        await self._open_events(row)
         self._spawn({**row, "_slot": False}, Caller(id=row["caller_id"]), RunRequest.from_json(row["request"]), None)
 
     async def _watch_cancellations_forever(self) -> None:
@@ -857,15 +852,16 @@ class RunService:
                 logger.exception("watching for cancellations failed")
 
     async def purge_expired(self) -> list[str]:
-        """Remove ended runs (with their events and deliveries) that finished more than RUN_RETENTION_DAYS ago."""
+        """Remove ended runs (with their events and deliveries) that finished more than RUN_RETENTION_DAYS ago;
+        returns their public ids."""
         days = self.settings.run_retention_days
         if not days:
             return []
         purged: list[str] = []
         while batch := await self.repository.purge_terminal_before(utcnow() - timedelta(days=days)):
-            for run_id, caller_id in batch:
-                await self._delete_stored(caller_id, run_id)
-                purged.append(run_id)
+            for _key, caller_id, public_id in batch:
+                await self._delete_stored(caller_id, public_id)
+                purged.append(public_id)
         if purged:
             logger.info("purged %d runs older than %g days", len(purged), days)
         return purged
@@ -880,8 +876,9 @@ class RunService:
 
     # ---------------------------------------------------------------- Temporal workers (activities)
 
-    async def _open_events(self, run_id: str) -> None:
-        self.events.open(run_id, next_seq=await self.repository.max_seq(run_id) + 1)
+    async def _open_events(self, row: dict[str, Any]) -> None:
+        """Start numbering the events of a run this process takes on, after those already stored."""
+        self.events.open(row["id"], next_seq=await self.repository.max_seq(row["id"]) + 1, public_id=row["public_id"])
 
     async def _flush_and_close(self, run_id: str, *extra: tuple[str, dict[str, Any]]) -> None:
         """Write the run's buffered events (and ``extra``) and stop tracking it here: another attempt takes it on."""
@@ -891,18 +888,19 @@ class RunService:
         self.events.close_run(run_id)
 
     async def execute_assigned(self, run_id: str, *, attempt: int, max_attempts: int, worker_shutdown: Any) -> str:
-        """Execute a run a Temporal activity was given; returns its terminal state.
+        """Execute a run a Temporal activity was given (``run_id`` is its key); returns its terminal state.
 
         Idempotent: a run already ended is left alone. A retried attempt takes the run over and skips the steps
-        an earlier attempt checkpointed. Raises ``RetryableRunFailure`` (the run stays RUNNING) for a failure another
-        attempt may fix, while attempts remain; re-raises a cancellation (after ending the run CANCELLED, unless the
-        worker is shutting down, in which case the run stays RUNNING for the next attempt)."""
+        an earlier attempt checkpointed, within what is left of the run's time limit (counted from its first start).
+        Raises ``RetryableRunFailure`` (the run stays RUNNING) for a failure another attempt may fix, while attempts
+        remain; re-raises a cancellation (after ending the run CANCELLED, unless the worker is shutting down, in which
+        case the run stays RUNNING for the next attempt)."""
         row = await self.repository.get(run_id)
         if row is None:
             return "GONE"
         if row["state"] in TERMINAL_STATES:
             return row["state"]
-        await self._open_events(run_id)
+        await self._open_events(row)
         now = utcnow()
         if row["state"] == "STARTED":
             started = await self.repository.transition(
@@ -916,13 +914,18 @@ class RunService:
                 current = await self.repository.get(run_id)
                 if current is None or current["state"] in TERMINAL_STATES:
                     return current["state"] if current else "GONE"
-                await self._open_events(run_id)
+                await self._open_events(current)
             else:
                 row = {**row, "state": "RUNNING", "started_at": now}
         else:  # RUNNING: an earlier attempt was lost (worker killed) or gave up for a retry
             await self.repository.update(run_id, lease_owner=self.instance_id)
             self.events.buffer(run_id, "state", {"pipeline_state": "RUNNING", "attempt": attempt, "worker": self.instance_id})
         self.events.notify(run_id)
+        limit = self.settings.run_timeout_seconds
+        remaining = limit - (now - (row["started_at"] or now)).total_seconds()
+        if remaining <= 0:
+            problem = _problem_document(422, "run.timed_out", f"The run passed its time limit of {limit:g} s (RUN_TIMEOUT_SECONDS).")
+            return (await self._finish(row, {"state": "FAILED", "error": problem}))["state"]
         saved = {key: checkpoint["data"] for key, checkpoint in (await self.checkpoints.of_run(run_id)).items()}
 
         async def save(key: str, pipe_code: str, data: dict[str, Any]) -> None:
@@ -931,7 +934,8 @@ class RunService:
         request = RunRequest.from_json(row["request"])
         caller = Caller(id=row["caller_id"])
         try:
-            values = await self._execute(run_id, caller, request, None, checkpoints=Checkpoints(saved=saved, save=save))
+            checkpoints = Checkpoints(saved=saved, save=save)
+            values = await self._execute(row, caller, request, None, checkpoints=checkpoints, remaining_seconds=remaining)
         except asyncio.CancelledError:
             if worker_shutdown():
                 await self._flush_and_close(run_id)
@@ -958,7 +962,7 @@ class RunService:
             return "GONE"
         if row["state"] in TERMINAL_STATES:
             return row["state"]
-        await self._open_events(run_id)
+        await self._open_events(row)
         if reason == "cancelled":
             values = {"state": "CANCELLED", "error": _cancelled_problem()}
         elif reason == "timed_out":

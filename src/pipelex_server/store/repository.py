@@ -2,7 +2,8 @@
 
 Every state change is a compare-and-set on the run's current state (and, for settlement, on its lease), so
 several processes sharing one database never overwrite each other's decisions. A state change and the events it
-produces are written in one transaction.
+produces are written in one transaction. Runs are keyed by their server-wide ``id``; a caller finds its runs by
+``(caller_id, public_id)`` (``get_public``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,14 @@ def lease_deadline(seconds: float) -> datetime:
 
 class InvalidCursor(ValueError):
     pass
+
+
+class ActiveRunLimit(Exception):
+    """The caller already has as many queued or running runs as it may have: the run was not inserted."""
+
+
+# PostgreSQL advisory-lock namespace that serializes one caller's run insertions (its key's other half is the caller)
+_ACTIVE_LOCK = 727275
 
 
 def encode_cursor(created_at: datetime, run_id: str) -> str:
@@ -79,12 +88,29 @@ class RunRepository:
     # ---------------------------------------------------------------- runs
 
     async def insert_run(
-        self, row: dict[str, Any], *, events: Sequence[Event] = (), callback_urls: Sequence[str] = (), max_attempts: int = 8
+        self,
+        row: dict[str, Any],
+        *,
+        events: Sequence[Event] = (),
+        callback_urls: Sequence[str] = (),
+        max_attempts: int = 8,
+        max_active: int | None = None,
     ) -> bool:
-        """Insert a new run with its first events and pending deliveries; False when the id exists already."""
+        """Insert a new run with its first events and pending deliveries; False when its key, or its caller's public id,
+        exists already. With ``max_active``, raises ``ActiveRunLimit`` instead of inserting a caller's run beyond that
+        many queued or running ones, counted in the store (so the limit holds across processes)."""
         try:
             async with self.engine.begin() as connection:
+                if max_active is not None and connection.dialect.name == "postgresql":
+                    # one caller's insertions one at a time, so two of them cannot both see room for one more run
+                    await connection.execute(
+                        sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(:caller))"),
+                        {"space": _ACTIVE_LOCK, "caller": row["caller_id"]},
+                    )
+                # the insert comes first: on SQLite it takes the write lock, so the count below is up to date
                 await connection.execute(runs.insert(), row)
+                if max_active is not None and await self._count_active(connection, row["caller_id"]) > max_active:
+                    raise ActiveRunLimit(row["caller_id"])  # rolls the insert back
                 await self._insert_events(connection, row["id"], events)
                 if callback_urls:
                     await connection.execute(
@@ -98,9 +124,26 @@ class RunRepository:
             return False
         return True
 
+    async def count_active(self, caller_id: str) -> int:
+        """The caller's runs queued or running (STARTED or RUNNING), in every process."""
+        async with self.engine.connect() as connection:
+            return await self._count_active(connection, caller_id)
+
+    @staticmethod
+    async def _count_active(connection: AsyncConnection, caller_id: str) -> int:
+        statement = sa.select(sa.func.count()).select_from(runs).where(runs.c.caller_id == caller_id, runs.c.state.in_(ACTIVE_STATES))
+        return int((await connection.execute(statement)).scalar_one())
+
     async def get(self, run_id: str) -> dict[str, Any] | None:
         async with self.engine.connect() as connection:
             result = await connection.execute(sa.select(runs).where(runs.c.id == run_id))
+            row = result.mappings().first()
+        return dict(row) if row else None
+
+    async def get_public(self, caller_id: str, public_id: str) -> dict[str, Any] | None:
+        """The caller's run of that public id (another caller's run of the same id is not it)."""
+        async with self.engine.connect() as connection:
+            result = await connection.execute(sa.select(runs).where(runs.c.caller_id == caller_id, runs.c.public_id == public_id))
             row = result.mappings().first()
         return dict(row) if row else None
 
@@ -146,24 +189,24 @@ class RunRepository:
             result = await connection.execute(sa.delete(runs).where(runs.c.id == run_id, runs.c.state.in_(TERMINAL_STATES)))
         return bool(result.rowcount)
 
-    async def purge_terminal_before(self, cutoff: datetime, limit: int = 500) -> list[tuple[str, str]]:
-        """Delete terminal runs that finished before ``cutoff``; returns their (id, caller_id)."""
+    async def purge_terminal_before(self, cutoff: datetime, limit: int = 500) -> list[tuple[str, str, str]]:
+        """Delete terminal runs that finished before ``cutoff``; returns their (id, caller_id, public_id)."""
         async with self.engine.begin() as connection:
-            pairs = [
-                (row.id, row.caller_id)
+            found = [
+                (row.id, row.caller_id, row.public_id)
                 for row in await connection.execute(
-                    sa.select(runs.c.id, runs.c.caller_id)
+                    sa.select(runs.c.id, runs.c.caller_id, runs.c.public_id)
                     .where(runs.c.state.in_(TERMINAL_STATES), runs.c.finished_at < cutoff)
                     .limit(limit)
                 )
             ]
-            ids = [run_id for run_id, _caller in pairs]
+            ids = [run_id for run_id, _caller, _public in found]
             if ids:
                 await connection.execute(sa.delete(run_events).where(run_events.c.run_id.in_(ids)))
                 await connection.execute(sa.delete(deliveries).where(deliveries.c.run_id.in_(ids)))
                 await connection.execute(sa.delete(run_checkpoints).where(run_checkpoints.c.run_id.in_(ids)))
                 await connection.execute(sa.delete(runs).where(runs.c.id.in_(ids)))
-        return pairs
+        return found
 
     # ---------------------------------------------------------------- cancellation
 
@@ -199,7 +242,7 @@ class RunRepository:
     async def expired_runs(self, now: datetime, limit: int = 100) -> list[dict[str, Any]]:
         async with self.engine.connect() as connection:
             result = await connection.execute(
-                sa.select(runs.c.id, runs.c.state, runs.c.lease_owner, runs.c.lease_expires_at)
+                sa.select(runs.c.id, runs.c.public_id, runs.c.state, runs.c.lease_owner, runs.c.lease_expires_at)
                 .where(runs.c.state.in_(ACTIVE_STATES), runs.c.lease_expires_at < now)
                 .order_by(runs.c.created_at)
                 .limit(limit)
@@ -274,17 +317,39 @@ class RunRepository:
                 found.setdefault(row["run_id"], []).append(dict(row))
         return found
 
-    async def schedule_deliveries(self, run_id: str, when: datetime, *, reset: bool = False, extra_attempts: int = 0) -> int:
-        values: dict[str, Any] = {"next_attempt_at": when}
-        if reset:
-            # a redelivery grants a fresh budget of attempts on top of those already made (all stay counted)
-            values.update(delivered_at=None, lease_owner=None, lease_expires_at=None, max_attempts=deliveries.c.attempts + extra_attempts)
-        statement = sa.update(deliveries).where(deliveries.c.run_id == run_id)
-        if not reset:
-            statement = statement.where(deliveries.c.delivered_at.is_(None))
+    async def schedule_deliveries(self, run_id: str, when: datetime) -> int:
+        """Make the run's undelivered callbacks due at ``when``; returns how many."""
+        statement = sa.update(deliveries).where(deliveries.c.run_id == run_id, deliveries.c.delivered_at.is_(None))
         async with self.engine.begin() as connection:
-            result = await connection.execute(statement.values(**values))
+            result = await connection.execute(statement.values(next_attempt_at=when))
         return int(result.rowcount or 0)
+
+    async def grant_redelivery(self, run_id: str, when: datetime, *, extra_attempts: int, max_redeliveries: int) -> int | None:
+        """Count one more redelivery of the run's callbacks and schedule them all again, each with a fresh budget of
+        ``extra_attempts``; returns how many were scheduled (0: the run has none, and nothing is counted), or None
+        when the run has had ``max_redeliveries`` already (nothing changes)."""
+        has_deliveries = sa.exists().where(deliveries.c.run_id == run_id)
+        async with self.engine.begin() as connection:
+            # a write first (the compare-and-set on the count), so concurrent requests cannot both take the last one
+            counted = await connection.execute(
+                sa.update(runs)
+                .where(runs.c.id == run_id, runs.c.redeliveries < max_redeliveries, has_deliveries)
+                .values(redeliveries=runs.c.redeliveries + 1)
+            )
+            if not counted.rowcount:
+                return 0 if not (await connection.execute(sa.select(has_deliveries))).scalar() else None
+            scheduled = await connection.execute(
+                sa.update(deliveries)
+                .where(deliveries.c.run_id == run_id)
+                .values(
+                    next_attempt_at=when,
+                    delivered_at=None,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    max_attempts=deliveries.c.attempts + extra_attempts,
+                )
+            )
+        return int(scheduled.rowcount or 0)
 
     async def claim_due_deliveries(
         self, owner: str, now: datetime, lease_seconds: float, limit: int = 20, run_id: str | None = None

@@ -30,11 +30,15 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+# A run has two ids: ``public_id``, the id its caller names it by (chosen by the caller or generated), unique per
+# caller; and ``id``, the server-wide key every other table, the event stream and Temporal know it by. Runs created
+# before revision 0003 keep ``id == public_id``; later runs get a random key (runs/ids.py).
 runs = sa.Table(
     "runs",
     metadata,
     sa.Column("id", sa.String(128), primary_key=True),
     sa.Column("caller_id", sa.String(128), nullable=False),
+    sa.Column("public_id", sa.String(128), nullable=False),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("pipe_code", sa.String(512)),
@@ -55,8 +59,12 @@ runs = sa.Table(
     sa.Column("lease_owner", sa.String(64)),
     sa.Column("lease_expires_at", UtcDateTime),
     sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
+    # POST .../callbacks/redeliver calls granted so far (at most CALLBACK_MAX_REDELIVERIES)
+    sa.Column("redeliveries", sa.Integer, nullable=False, default=0, server_default="0"),
     sa.Index("ix_runs_caller_created", "caller_id", "created_at"),
     sa.Index("ix_runs_state_lease", "state", "lease_expires_at"),
+    sa.Index("ux_runs_caller_public", "caller_id", "public_id", unique=True),
+    sa.Index("ix_runs_caller_state", "caller_id", "state"),
 )
 
 run_events = sa.Table(

@@ -36,7 +36,7 @@ RETRYABLE = "PipelexRunRetryable"
 
 @dataclass
 class RunParams:
-    run_id: str
+    run_id: str  # the run's server-wide key (its public id is unique per caller only)
     has_callbacks: bool
     max_attempts: int = 5
     run_timeout_seconds: float | None = None
@@ -91,7 +91,8 @@ async def _deliver(params: CallbackParams) -> None:
 class RunWorkflow:
     @workflow.run
     async def run(self, params: RunParams) -> str:
-        # the engine enforces RUN_TIMEOUT_SECONDS itself; this bound only catches an attempt that stopped answering
+        # the engine enforces RUN_TIMEOUT_SECONDS itself (a retried attempt gets what is left of it); this bound only
+        # catches an attempt that stopped answering. None came from servers that had no default time limit.
         attempt_limit = (params.run_timeout_seconds or 6 * 3600) + 120
         state = "UNKNOWN"
         try:

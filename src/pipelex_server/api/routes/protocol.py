@@ -24,8 +24,6 @@ from pipelex_server.api.deps import CallerDep, RequestIdDep, ServicesDep
 from pipelex_server.api.schemas import PROBLEM_RESPONSES, RUN_ID_PATTERN
 from pipelex_server.errors import ApiProblem, validation_problem
 
-EVENT_PAGE = 500
-
 
 class ProtocolRoute(APIRoute):
     """Completes every problem raised under /v1 for protocol readers; the app's handler still renders it."""
@@ -163,11 +161,6 @@ async def run_results(
     summary="A run's progress snapshot: every pipe invocation so far, projected from the run's events",
 )
 async def run_progress(services: ServicesDep, caller: CallerDep, run_id: RunId) -> Any:
-    document = await services.runs.get_document(caller=caller, run_id=run_id)  # authorizes: 404 for another's run
-    events: list[dict[str, Any]] = []
-    while True:
-        page = await services.repository.events_after(run_id, events[-1]["seq"] if events else 0, limit=EVENT_PAGE)
-        events += page
-        if len(page) < EVENT_PAGE:
-            break
+    # a snapshot, not a stream; 404 alike for an unknown id and for another caller's run
+    document, events = await services.runs.document_and_events(caller=caller, run_id=run_id)
     return wire.progress_answer(document, events)

@@ -10,8 +10,8 @@ from fastapi.responses import StreamingResponse
 
 from pipelex_server.api.deps import CallerDep, ServicesDep
 from pipelex_server.api.schemas import PROBLEM_RESPONSES, RUN_ID_PATTERN, RunDocument, RunList
-from pipelex_server.errors import ApiProblem
 from pipelex_server.runs.events import SSE_KEEPALIVE, sse_frame
+from pipelex_server.runs.ids import parse_last_event_id
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
 
@@ -84,16 +84,15 @@ async def run_events(
     run_id: RunId,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
-    after = 0
-    if last_event_id:
-        if not last_event_id.isdigit():
-            raise ApiProblem(status=422, code="request.invalid", detail="Last-Event-ID must be an event id this server sent.")
-        after = int(last_event_id)
+    after = parse_last_event_id(last_event_id)  # 400 request.invalid_header unless an id this server could have sent
     events = await services.runs.follow_events(caller=caller, run_id=run_id, after_seq=after)
 
     async def stream() -> AsyncIterator[bytes]:
-        async for event in events:
-            yield SSE_KEEPALIVE if event is None else sse_frame(event)
+        try:
+            async for event in events:
+                yield SSE_KEEPALIVE if event is None else sse_frame(event)
+        finally:
+            await events.aclose()  # frees the caller's stream slot at once, also when the client went away
 
     return StreamingResponse(
         stream(),

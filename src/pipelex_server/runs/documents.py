@@ -1,0 +1,69 @@
+"""The public views of a run (contract §4): the run document, the /execute and /start answers, the not-found problem.
+
+They name a run by its public id (``pipeline_run_id``), never by the server-wide key it is stored under.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pipelex_server.errors import ApiProblem
+from pipelex_server.runs.callbacks import delivery_record
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def run_document(row: dict[str, Any], deliveries: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The public view of a run (contract §4)."""
+    return {
+        "pipeline_run_id": row["public_id"],
+        "pipeline_state": row["state"],
+        "created_at": iso(row["created_at"]),
+        "started_at": iso(row["started_at"]),
+        "finished_at": iso(row["finished_at"]),
+        "pipe_code": row["pipe_code"],
+        "main_stuff_name": row["main_stuff_name"],
+        "pipe_output": row["output"] if row["state"] == "COMPLETED" else None,
+        "output_url": row["output_url"],
+        "error": row["error"],
+        "usage": row["usage"],
+        "dry_run": bool(row["dry_run"]),
+        "workflow_id": row["workflow_id"],
+        "callbacks": [delivery_record(delivery) for delivery in deliveries or []],
+    }
+
+
+def execute_answer(row: dict[str, Any]) -> dict[str, Any]:
+    """The body of a 200 from /execute: the completed run, in the seed's response shape."""
+    return {
+        "pipeline_run_id": row["public_id"],
+        "created_at": iso(row["created_at"]),
+        "pipeline_state": row["state"],
+        "finished_at": iso(row["finished_at"]),
+        "main_stuff_name": row["main_stuff_name"],
+        "pipe_output": row["output"],
+        "output_url": row["output_url"],
+        "usage": row["usage"],
+        "dry_run": bool(row["dry_run"]),
+    }
+
+
+def start_answer(row: dict[str, Any]) -> dict[str, Any]:
+    """The body of a 202 from /start."""
+    return {
+        "pipeline_run_id": row["public_id"],
+        "created_at": iso(row["created_at"]),
+        "pipeline_state": row["state"],
+        "finished_at": iso(row["finished_at"]),
+        "main_stuff_name": row["main_stuff_name"],
+        "pipe_output": row["output"] if row["state"] == "COMPLETED" else None,
+        "workflow_id": row["workflow_id"],
+    }
+
+
+def not_found(run_id: str) -> ApiProblem:
+    """The answer for an id the caller has no run of: the same whether no one has it or another caller does."""
+    return ApiProblem(status=404, code="run.not_found", detail=f"No run {run_id!r}.", params={"pipeline_run_id": run_id})
