@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
+import logging
 import socket
 import struct
 import time
@@ -14,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipelex_server.fetch import Fetched, Fetcher, FetchRefused
+from pipelex_server.fetch import ByteBudget, Fetched, Fetcher, FetchRefused
 from tests.support.fileserver import Exchange, FileServer, TestTLS
 
 PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
@@ -196,7 +198,9 @@ async def test_a_redirect_to_the_metadata_address_is_refused_before_connecting(f
     started = time.monotonic()
     error = await refused(fetcher, files.url("/to-metadata"))
     assert error.reason == "url_refused"  # a connection attempt would end as unreachable or timeout instead
-    assert "metadata" in error.message
+    assert (
+        error.message == "127.0.0.1 redirected to a URL that was refused: the host '169.254.169.254' does not resolve to a public address."
+    )
     assert time.monotonic() - started < 1.0
 
 
@@ -381,3 +385,61 @@ def test_the_support_server_serves_a_file_from_disk(tmp_path: Path, files: FileS
     files.add_file("/disk/scan.png", tmp_path / "scan.png")
     response = httpx.get(files.url("/disk/scan.png"), trust_env=False)
     assert (response.headers["content-type"], response.content) == ("image/png", PNG)
+
+
+# --- concurrency and the per-request budget ----------------------------------------------------------------------------
+
+
+async def test_at_most_max_concurrency_downloads_run_at_once(files: FileServer, make_fetcher: FetcherFactory) -> None:
+    gate = files.hold("/held.pdf", PDF, "application/pdf")
+    fetcher = make_fetcher(max_concurrency=3)
+    fetches = [asyncio.create_task(fetcher.fetch(files.url(f"/held.pdf?copy={index}"))) for index in range(8)]
+    try:
+        assert await asyncio.to_thread(gate.wait_held, 3)
+        # the other five wait for a slot: none reaches the server while three are held
+        assert not await asyncio.to_thread(gate.wait_held, 4, 0.5)
+        assert gate.arrived == 3
+    finally:
+        gate.open()
+    results = await asyncio.gather(*fetches)
+    assert [fetched.data for fetched in results] == [PDF] * 8
+    assert (gate.arrived, gate.most_held) == (8, 3)
+
+
+async def test_the_deadline_starts_when_a_slot_is_free(files: FileServer, make_fetcher: FetcherFactory) -> None:
+    # one slot, a 1 s deadline, and downloads of 0.6 s each: the second waits 0.6 s, then has its own 1 s
+    files.drip("/slowish.bin", chunk=b"x", count=3, interval=0.2)
+    fetcher = make_fetcher(max_concurrency=1, timeout_seconds=1.0)
+    first, second = await asyncio.gather(fetcher.fetch(files.url("/slowish.bin?n=1")), fetcher.fetch(files.url("/slowish.bin?n=2")))
+    assert first.data == second.data == b"xxx"
+
+
+async def test_a_request_budget_is_shared_by_its_fetches(files: FileServer, fetcher: Fetcher) -> None:
+    files.add("/part.bin", b"a" * 100_000)
+    files.large("/streamed.bin", 100_000, content_length=False)
+    budget = ByteBudget(250_000)
+    await fetcher.fetch(files.url("/part.bin?n=1"), budget=budget)
+    await fetcher.fetch(files.url("/part.bin?n=2"), budget=budget)
+    assert budget.used == 200_000
+    files.reset()
+    declared = await refused(fetcher, files.url("/part.bin?n=3"), budget=budget)  # 100 000 declared > 50 000 left
+    streamed = await refused(fetcher, files.url("/streamed.bin"), budget=budget)  # chunked: stopped while it streams
+    assert (declared.reason, streamed.reason) == ("too_large", "too_large")
+    assert "FETCH_MAX_REQUEST_MIB" in declared.message and "250000-byte" in declared.message
+    assert budget.used > budget.limit  # what the refused stream brought in is counted
+
+
+# --- logs --------------------------------------------------------------------------------------------------------------
+
+
+async def test_a_refused_fetch_is_logged_without_its_query_string(
+    files: FileServer, fetcher: Fetcher, caplog: pytest.LogCaptureFixture
+) -> None:
+    files.add("/private-report.pdf", b"gone", "text/plain", status=404)
+    caplog.set_level(logging.INFO, logger="httpx")  # the HTTP client's own request lines, as an operator may enable them
+    with caplog.at_level(logging.INFO, logger="pipelex_server.fetch"):
+        await refused(fetcher, files.url("/private-report.pdf?token=s3cr3t-fetch-token&sig=abc"))
+        await refused(fetcher, "http://user:pw-s3cr3t@example.com/x?token=s3cr3t-fetch-token")
+    assert "s3cr3t" not in caplog.text
+    assert f"{files.url('/private-report.pdf')}?[redacted]" in caplog.text
+    assert "HTTP Request: GET http://127.0.0.1" in caplog.text

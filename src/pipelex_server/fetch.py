@@ -4,11 +4,16 @@ Every hop (the first URL and each redirect) is vetted by ``netguard.vet_url`` an
 address, so neither a redirect nor a DNS answer that changes after the check can reach a refused address. The body is
 counted as it streams (after any content decoding, so a compression bomb stops at the limit), one deadline covers the
 whole fetch, and every failure is a ``FetchRefused`` whose message can be returned to the API caller as it is.
+
+A process has one fetcher (built at boot): at most ``max_concurrency`` downloads run at once (FETCH_MAX_CONCURRENCY;
+the others wait for a slot, and their deadline starts when they get one), and the fetches of one request share a
+``ByteBudget`` (FETCH_MAX_REQUEST_MIB over all its URL inputs together). Log lines never show a URL's query string.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import ssl
 import zlib
@@ -20,7 +25,9 @@ from urllib.parse import unquote, urljoin, urlsplit
 import filetype
 import httpx
 
-from pipelex_server.netguard import UrlRefused, vet_url
+from pipelex_server.netguard import Resolver, UrlRefused, redact_client_logs, redact_url, vet_url
+
+logger = logging.getLogger(__name__)
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 FETCH_REASONS = frozenset({"url_refused", "too_large", "timeout", "http_status", "content_type", "too_many_redirects", "unreachable"})
@@ -52,8 +59,32 @@ class FetchRefused(Exception):
         self.http_status = http_status
 
 
+class ByteBudget:
+    """The bytes one request may download over all its URL inputs together (FETCH_MAX_REQUEST_MIB)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    @property
+    def remaining(self) -> int:
+        return max(self.limit - self.used, 0)
+
+    def refusal(self, host: str) -> FetchRefused:
+        return FetchRefused(
+            "too_large",
+            f"The content from {host} takes this request's downloads past the {self.limit}-byte limit on all its URL inputs "
+            "together (FETCH_MAX_REQUEST_MIB).",
+        )
+
+    def take(self, count: int, host: str) -> None:
+        self.used += count
+        if self.used > self.limit:
+            raise self.refusal(host)
+
+
 class Fetcher:
-    """Fetches http(s) URLs through the SSRF guard with size, time and redirect limits; one shared client."""
+    """Fetches http(s) URLs through the SSRF guard with size, time, redirect and concurrency limits; one shared client."""
 
     def __init__(
         self,
@@ -62,6 +93,9 @@ class Fetcher:
         max_bytes: int,
         timeout_seconds: float,
         max_redirects: int = 5,
+        max_concurrency: int = 16,
+        max_request_bytes: int = 128 * 1024 * 1024,
+        resolver: Resolver | None = None,
         user_agent: str = "pipelex-server",
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
@@ -69,6 +103,11 @@ class Fetcher:
         self.max_bytes = max_bytes
         self.timeout_seconds = timeout_seconds
         self.max_redirects = max_redirects
+        self.max_concurrency = max_concurrency
+        self.max_request_bytes = max_request_bytes  # the default budget of one request (see ``ByteBudget``)
+        self.resolver = resolver
+        self._slots = asyncio.Semaphore(max_concurrency)
+        redact_client_logs()
         self._client = httpx.AsyncClient(
             headers={"User-Agent": user_agent, "Accept": "*/*", "Accept-Encoding": "identity"},
             timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 10.0)),
@@ -85,20 +124,27 @@ class Fetcher:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def fetch(self, url: str, *, accept: Callable[[str], bool] | None = None) -> Fetched:
-        """Download ``url``; ``accept`` vets the media type. Raises ``FetchRefused``."""
+    async def fetch(self, url: str, *, accept: Callable[[str], bool] | None = None, budget: ByteBudget | None = None) -> Fetched:
+        """Download ``url``; ``accept`` vets the media type; ``budget`` is shared by the fetches of one request.
+        Waits for one of the ``max_concurrency`` slots first. Raises ``FetchRefused``."""
         hop = _Hop(url)
-        try:
-            async with asyncio.timeout(self.timeout_seconds):
-                return await self._fetch(hop, accept)
-        except TimeoutError:
-            raise FetchRefused("timeout", f"Fetching from {hop.host} took longer than {self.timeout_seconds:g} seconds.") from None
+        async with self._slots:
+            try:
+                async with asyncio.timeout(self.timeout_seconds):
+                    return await self._fetch(hop, accept, budget)
+            except TimeoutError:
+                refusal = FetchRefused("timeout", f"Fetching from {hop.host} took longer than {self.timeout_seconds:g} seconds.")
+                logger.info("fetch of %s refused (%s): %s", redact_url(url), refusal.reason, refusal.message)
+                raise refusal from None
+            except FetchRefused as exc:
+                logger.info("fetch of %s refused (%s): %s", redact_url(url), exc.reason, exc.message)
+                raise
 
-    async def _fetch(self, hop: _Hop, accept: Callable[[str], bool] | None) -> Fetched:
+    async def _fetch(self, hop: _Hop, accept: Callable[[str], bool] | None, budget: ByteBudget | None) -> Fetched:
         redirects = 0
         while True:
             try:
-                vetted = await vet_url(hop.url, allow_private=self.allow_private)
+                vetted = await vet_url(hop.url, allow_private=self.allow_private, resolver=self.resolver)
             except UrlRefused as exc:
                 if redirects:
                     raise FetchRefused("url_refused", f"{hop.previous_host} redirected to a URL that was refused: {exc}.") from exc
@@ -121,7 +167,7 @@ class Fetcher:
                     redirects += 1
                     hop.move_to(target)
                     continue
-                return await self._receive(response, hop, accept)
+                return await self._receive(response, hop, accept, budget)
             finally:
                 await response.aclose()
 
@@ -133,7 +179,9 @@ class Fetcher:
         except httpx.HTTPError as exc:
             raise FetchRefused("unreachable", f"Could not connect to {hop.host}.") from exc
 
-    async def _receive(self, response: httpx.Response, hop: _Hop, accept: Callable[[str], bool] | None) -> Fetched:
+    async def _receive(
+        self, response: httpx.Response, hop: _Hop, accept: Callable[[str], bool] | None, budget: ByteBudget | None
+    ) -> Fetched:
         if not response.is_success:
             raise FetchRefused("http_status", f"{hop.host} answered HTTP {response.status_code}.", http_status=response.status_code)
         declared = _media_type(response.headers.get("content-type", ""))
@@ -142,7 +190,9 @@ class Fetcher:
         length = response.headers.get("content-length", "").strip()
         if length.isdigit() and int(length) > self.max_bytes:
             raise FetchRefused("too_large", f"The content from {hop.host} is larger than the {self.max_bytes}-byte limit.")
-        data = await self._read_body(response, hop)
+        if length.isdigit() and budget is not None and int(length) > budget.remaining:
+            raise budget.refusal(hop.host)
+        data = await self._read_body(response, hop, budget)
         content_type = declared
         if not content_type or content_type == OCTET_STREAM:
             content_type = filetype.guess_mime(data) if data else None
@@ -159,7 +209,7 @@ class Fetcher:
         if accept is not None and not accept(content_type):
             raise FetchRefused("content_type", f"The content from {hop.host} has the type {content_type!r}, which is not accepted here.")
 
-    async def _read_body(self, response: httpx.Response, hop: _Hop) -> bytes:
+    async def _read_body(self, response: httpx.Response, hop: _Hop, budget: ByteBudget | None) -> bytes:
         decoders = _decoders(response.headers.get("content-encoding", ""), hop)
         body = bytearray()
         try:
@@ -167,6 +217,8 @@ class Fetcher:
                 body += piece
                 if len(body) > self.max_bytes:
                     raise FetchRefused("too_large", f"The content from {hop.host} is larger than the {self.max_bytes}-byte limit.")
+                if budget is not None:
+                    budget.take(len(piece), hop.host)
         except httpx.TimeoutException as exc:
             raise FetchRefused("timeout", f"{hop.host} stopped sending for longer than {self.timeout_seconds:g} seconds.") from exc
         except httpx.HTTPError as exc:

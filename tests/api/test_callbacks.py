@@ -1,6 +1,7 @@
 """Signed completion callbacks to a real receiver on loopback."""
 
 import asyncio
+import logging
 
 import pytest
 
@@ -151,3 +152,22 @@ def test_signature_schemes_match_the_published_algorithms():
     key = base64.b64encode(b"raw-key-bytes").decode()
     expected = base64.b64encode(hmac.new(b"raw-key-bytes", b"id.10.{}", hashlib.sha256).digest()).decode()
     assert webhook_signature("whsec_" + key, "id", 10, b"{}") == "v1," + expected
+
+
+async def test_callback_logs_never_show_the_query_string(make_app, caplog):
+    app = await make_app(
+        completion_callback_secret=SECRET, callback_allow_private_hosts=True, callback_backoff_seconds=0.05, callback_max_attempts=2
+    )
+    caplog.set_level(logging.INFO, logger="httpx")  # the HTTP client's own request lines, as an operator may enable them
+    with caplog.at_level(logging.INFO, logger="pipelex_server.runs.callbacks"), Receiver(fail_first=100, fail_status=500) as receiver:
+        url = f"{receiver.url}?token=s3cr3t-callback-token"
+        response = await app.client.post(START, json=seed_request(callback_urls=[url], dry_run=True))
+        run_id = response.json()["pipeline_run_id"]
+        deliveries = await asyncio.to_thread(receiver.wait_for, 2)
+        await app.services.runs.deliverer.wait_attempts_recorded(2)
+    assert deliveries[0].path == "/hook?token=s3cr3t-callback-token"  # the receiver gets its token
+    assert (await app.client.get(f"/api/v1/runs/{run_id}")).json()["callbacks"][0]["url"] == url  # the owner sees it
+    assert "s3cr3t" not in caplog.text
+    assert f"HTTP Request: POST {receiver.url}?[redacted]" in caplog.text  # the pinned URL: here the same address
+    assert f"callback attempt 1 to {receiver.url}?[redacted] for run {run_id} failed: HTTP 500" in caplog.text
+    assert f"callback to {receiver.url}?[redacted] for run {run_id} abandoned after 2 attempts: HTTP 500" in caplog.text

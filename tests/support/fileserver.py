@@ -8,7 +8,8 @@
 
 Routes are matched on the path alone (the query string is ignored, but recorded). Besides static content a route can
 redirect, answer any status, send a large body with or without Content-Length (chunked), drip a body slowly, send a
-gzip bomb, or be any function of an ``Exchange``. Every request is recorded as a ``Served`` (headers, how much of the
+gzip bomb, hold every request until a ``Gate`` opens (counting how many are held at once), or be any function of an
+``Exchange``. Every request is recorded as a ``Served`` (headers, how much of the
 body was written, whether the response was written in full), so a test can tell whether the client read a body or
 hung up early. An unknown path answers 404 and is recorded too.
 
@@ -97,6 +98,41 @@ class Exchange:
 
 
 Route = Callable[[Exchange], None]
+
+
+class Gate:
+    """Holds the requests of a route until ``open()``; counts the requests held at once, and the most ever held."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._open = False
+        self.held = 0
+        self.most_held = 0
+        self.arrived = 0
+
+    def enter(self, stopping: threading.Event) -> None:
+        with self._changed:
+            self.arrived += 1
+            self.held += 1
+            self.most_held = max(self.most_held, self.held)
+            self._changed.notify_all()
+            while not self._open and not stopping.is_set():
+                self._changed.wait(0.05)
+
+    def leave(self) -> None:
+        with self._changed:
+            self.held -= 1
+            self._changed.notify_all()
+
+    def open(self) -> None:
+        with self._changed:
+            self._open = True
+            self._changed.notify_all()
+
+    def wait_held(self, count: int, timeout: float = 5.0) -> bool:
+        """True once ``count`` requests are held at once; False if that did not happen within ``timeout``."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.held >= count, timeout)
 
 
 class FileServer:
@@ -213,6 +249,21 @@ class FileServer:
             exchange.end()
 
         self.route(path, answer)
+
+    def hold(self, path: str, body: bytes, content_type: str = "application/octet-stream") -> Gate:
+        """Static content whose requests all wait until the returned gate opens (or the server stops)."""
+        gate = Gate()
+
+        def answer(exchange: Exchange) -> None:
+            gate.enter(self._stopping)
+            try:
+                exchange.start(200, [("Content-Type", content_type)], length=len(body))
+                exchange.write(body)
+            finally:
+                gate.leave()
+
+        self.route(path, answer)
+        return gate
 
     def gzip_bomb(self, path: str, decoded_size: int, content_type: str = "application/octet-stream") -> int:
         """A body sent with ``Content-Encoding: gzip`` that decodes to ``decoded_size`` zero bytes; returns its encoded size."""

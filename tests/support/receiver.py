@@ -1,12 +1,20 @@
-"""A real callback receiver on loopback: records every POST, can fail the first N with a status, and checks both
-signature schemes (X-Completion-Signature and Standard Webhooks) the way a receiver in production would."""
+"""Real callback receivers on loopback.
+
+``Receiver`` records every POST (with the time it arrived), can fail the first N with a status, and checks both
+signature schemes (X-Completion-Signature and Standard Webhooks) the way a receiver in production would.
+``SlowReceiver`` is a raw-socket server that reads the request, then misbehaves: ``trickle`` sends its answer one
+byte every ``interval`` seconds, ``flood`` answers 200 and streams a 1 GiB body generated on the fly (never held in
+memory). Both record each connection and how many answer bytes they handed to the socket.
+"""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,6 +32,7 @@ class Delivery:
     headers: dict[str, str]
     body: bytes
     status: int
+    received_at: float = field(default_factory=time.time)  # wall clock, comparable with a run's finished_at
 
     @property
     def json(self) -> Any:
@@ -93,3 +102,128 @@ class Receiver:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+@dataclass
+class Connection:
+    """One request a ``SlowReceiver`` read, and how far its answer got."""
+
+    request_line: str
+    received_at: float = field(default_factory=time.time)
+    bytes_sent: int = 0
+    closed_by_client: bool = False
+    ended: threading.Event = field(default_factory=threading.Event, repr=False)
+
+
+_FLOOD_PIECE = bytes(range(256)) * 256  # 64 KiB, written again and again
+
+
+class SlowReceiver:
+    """A receiver that reads the whole request, then answers far too slowly (``trickle``) or far too much (``flood``)."""
+
+    def __init__(self, mode: str, *, interval: float = 0.5, flood_bytes: int = 1 << 30) -> None:
+        if mode not in ("trickle", "flood"):
+            raise ValueError(mode)
+        self.mode = mode
+        self.interval = interval
+        self.flood_bytes = flood_bytes
+        self.connections: list[Connection] = []
+        self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
+        self._stopping = threading.Event()
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self._threads: list[threading.Thread] = []
+        self._accepter = threading.Thread(target=self._accept_forever, name=f"slow-receiver-{mode}", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._socket.getsockname()[1]}/hook"
+
+    def wait_for(self, count: int, timeout: float = 30) -> list[Connection]:
+        """Wait until ``count`` requests have arrived (their answers may still be going)."""
+        with self._arrived:
+            if not self._arrived.wait_for(lambda: len(self.connections) >= count, timeout):
+                raise TimeoutError(f"{len(self.connections)} requests, expected {count}")
+            return list(self.connections)
+
+    def _accept_forever(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                client, _address = self._socket.accept()
+            except OSError:
+                return
+            thread = threading.Thread(target=self._serve, args=(client,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _serve(self, client: socket.socket) -> None:
+        with client:
+            request = _read_request(client)
+            if request is None:
+                return
+            connection = Connection(request_line=request)
+            with self._arrived:
+                self.connections.append(connection)
+                self._arrived.notify_all()
+            try:
+                if self.mode == "trickle":
+                    self._trickle(client, connection)
+                else:
+                    self._flood(client, connection)
+            except OSError:
+                connection.closed_by_client = True
+            finally:
+                connection.ended.set()
+
+    def _trickle(self, client: socket.socket, connection: Connection) -> None:
+        answer = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 1000\r\n\r\n" + b"." * 1000
+        for index in range(len(answer)):
+            if self._stopping.wait(self.interval):
+                return
+            client.sendall(answer[index : index + 1])
+            connection.bytes_sent += 1
+
+    def _flood(self, client: socket.socket, connection: Connection) -> None:
+        client.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: %d\r\n\r\n" % self.flood_bytes)
+        remaining = self.flood_bytes
+        while remaining > 0 and not self._stopping.is_set():
+            piece = _FLOOD_PIECE[: min(remaining, len(_FLOOD_PIECE))]
+            client.sendall(piece)
+            connection.bytes_sent += len(piece)
+            remaining -= len(piece)
+
+    def __enter__(self) -> SlowReceiver:
+        self._accepter.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopping.set()
+        with contextlib.suppress(OSError):
+            self._socket.shutdown(socket.SHUT_RDWR)
+        self._socket.close()
+        for thread in list(self._threads):
+            thread.join(timeout=5)
+
+
+def _read_request(client: socket.socket) -> str | None:
+    """Read one HTTP request (headers, then a Content-Length body); its request line, or None if the client left."""
+    client.settimeout(10)
+    data = b""
+    try:
+        while b"\r\n\r\n" not in data:
+            chunk = client.recv(65536)
+            if not chunk:
+                return None
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        length = next((int(line.split(":", 1)[1]) for line in lines[1:] if line.lower().startswith("content-length:")), 0)
+        while len(body) < length:
+            chunk = client.recv(65536)
+            if not chunk:
+                return None
+            body += chunk
+    except OSError:
+        return None
+    client.settimeout(None)
+    return lines[0]

@@ -7,7 +7,8 @@ delegates to the object store of the server (local directory or S3-compatible), 
 Remote inputs are fetched by the server, not by the runtime: the runtime's input preparation is wrapped so that an
 ``http(s)`` URL of a Document or Image is fetched through the server's guarded fetcher (size cap, timeout,
 content-type check, private-address guard on every hop), stored under the run's storage scope, and handed to the
-runtime as a storage reference. The resolution records what it rewrote (remote and ``data:`` URLs to storage
+runtime as a storage reference. The fetches of one request share one byte budget (FETCH_MAX_REQUEST_MIB over all
+its URL inputs together; the input whose download passes it is the one named). The resolution records what it rewrote (remote and ``data:`` URLs to storage
 URIs), so a background run stores a request that references storage only and never fetches again.
 """
 
@@ -26,7 +27,7 @@ from pipelex.tools.storage.exceptions import StorageError, StorageFileNotFoundEr
 from pipelex.tools.storage.storage_provider_abstract import PIPELEX_STORAGE_SCHEME, StorageProviderAbstract, StoredData
 
 from pipelex_server.errors import ApiProblem
-from pipelex_server.fetch import Fetcher, FetchRefused
+from pipelex_server.fetch import ByteBudget, Fetcher, FetchRefused
 from pipelex_server.storage import ObjectNotFound, ObjectStore, StorageUnavailable, validate_key
 from pipelex_server.storage.keys import extension_for
 
@@ -119,13 +120,20 @@ class _Fetched:
 
 @dataclass
 class InputResolution:
-    """The per-request state of the input resolution: where to store, how to fetch, what was rewritten."""
+    """The per-request state of the input resolution: where to store, how to fetch, how many bytes the request may
+    still download (``max_request_bytes``, by default the fetcher's), what was rewritten."""
 
     store: ObjectStore
     fetcher: Fetcher
     storage_scope: str
+    max_request_bytes: int | None = None
     rewrites: dict[str, str] = field(default_factory=dict)
     _fetches: dict[str, asyncio.Future[_Fetched]] = field(default_factory=dict)
+    _budget: ByteBudget = field(init=False)
+
+    def __post_init__(self) -> None:
+        limit = self.max_request_bytes if self.max_request_bytes is not None else self.fetcher.max_request_bytes
+        self._budget = ByteBudget(limit)
 
     async def fetch(self, url: str, *, image: bool, input_path: str) -> _Fetched:
         """Fetch a remote URL once per request (an input repeated in several places is fetched once)."""
@@ -143,7 +151,7 @@ class InputResolution:
             return content_type not in _REFUSED_DOCUMENT_TYPES
 
         try:
-            fetched = await self.fetcher.fetch(url, accept=accept)
+            fetched = await self.fetcher.fetch(url, accept=accept, budget=self._budget)
         except FetchRefused as exc:
             code = FETCH_REASON_CODES.get(exc.reason, "input.url_unreachable")
             params: dict[str, Any] = {"input": input_path, "reason": exc.reason}

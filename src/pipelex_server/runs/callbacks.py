@@ -2,6 +2,12 @@
 
 Each delivery is a row of the store, claimed through a short lease by whichever process delivers it, so several
 processes never send the same attempt twice and a delivery outlives the process that scheduled it.
+
+Deliveries run concurrently (at most CALLBACK_MAX_CONCURRENCY at once per process), and one attempt has one total
+deadline (CALLBACK_TIMEOUT_SECONDS: the check of the URL, connecting, sending and reading the answer), of which at
+most 64 KiB is read: a receiver that answers one byte at a time, or streams without end, costs one slot for at most
+the deadline and never delays another run's callback. An attempt succeeds when a complete 2xx answer arrives within
+the deadline. Log lines never show a callback URL's query string (it may carry a token).
 """
 
 from __future__ import annotations
@@ -15,12 +21,13 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 
-from pipelex_server.netguard import UrlRefused, vet_url
+from pipelex_server.netguard import Resolver, UrlRefused, redact_client_logs, redact_url, vet_url
 from pipelex_server.settings import Settings
 from pipelex_server.store.repository import RunRepository, utcnow
 
@@ -29,8 +36,9 @@ logger = logging.getLogger(__name__)
 # Attempt n+1 comes CALLBACK_BACKOFF_SECONDS * 4**(n-1) after attempt n, each wait capped at 12 h: with the
 # defaults (30 s, 8 attempts) the waits are 30 s, 2 min, 8 min, 32 min, ~2 h, ~8.5 h, 12 h: ~23 h in all.
 BACKOFF_MAX_SECONDS = 12 * 3600.0
-DELIVERY_TIMEOUT_SECONDS = 10.0
-DELIVERY_LEASE_SECONDS = 60.0
+DELIVERY_LEASE_SECONDS = 60.0  # plus the attempt's deadline: a claimed attempt always ends within its lease
+ANSWER_MAX_BYTES = 64 * 1024  # what an attempt reads of the receiver's answer, at most
+CLAIM_BATCH = 20
 
 
 def hmac_key(secret: str) -> bytes:
@@ -55,6 +63,18 @@ def backoff_seconds(attempts: int, base: float) -> float:
     return min(base * 4 ** max(attempts - 1, 0), BACKOFF_MAX_SECONDS)
 
 
+@dataclass
+class _Answer:
+    """How far one attempt got: the status, if one arrived, and why the attempt failed, if it did."""
+
+    status: int | None = None
+    error: str | None = None
+
+    @property
+    def delivered(self) -> bool:
+        return self.error is None and self.status is not None and 200 <= self.status < 300
+
+
 class CallbackDeliverer:
     """Delivers due callbacks; woken at once when a run ends, otherwise polls the store for due retries."""
 
@@ -65,11 +85,19 @@ class CallbackDeliverer:
         repository: RunRepository,
         owner: str,
         document_for: Callable[[str], Awaitable[dict[str, Any] | None]],
+        resolver: Resolver | None = None,
     ) -> None:
         self.settings = settings
         self.repository = repository
         self.owner = owner
         self.document_for = document_for
+        self.timeout_seconds = settings.callback_timeout_seconds
+        self.max_concurrency = settings.callback_max_concurrency
+        self.resolver = resolver or Resolver(timeout_seconds=settings.dns_timeout_seconds, max_concurrency=settings.dns_max_concurrency)
+        self._lease_seconds = DELIVERY_LEASE_SECONDS + self.timeout_seconds
+        self._slots = asyncio.Semaphore(self.max_concurrency)
+        self._in_flight: set[asyncio.Task[None]] = set()
+        redact_client_logs()
         self._wake = asyncio.Event()
         self._recorded = asyncio.Condition()
         self.attempts_recorded = 0
@@ -77,17 +105,22 @@ class CallbackDeliverer:
         # no kept-alive connections: a pinned connection is keyed by IP, and a reused TLS connection would skip the
         # certificate check for another host name on the same address
         self._client = httpx.AsyncClient(
-            timeout=DELIVERY_TIMEOUT_SECONDS, follow_redirects=False, trust_env=False, limits=httpx.Limits(max_keepalive_connections=0)
+            timeout=self.timeout_seconds,
+            follow_redirects=False,
+            trust_env=False,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=0),
         )
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="callback-deliverer")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        tasks = [task for task in (self._task, *self._in_flight) if task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+                await task
         await self._client.aclose()
 
     def wake(self) -> None:
@@ -95,24 +128,55 @@ class CallbackDeliverer:
 
     async def _loop(self) -> None:
         while True:
+            claimed = 0
             try:
-                await self.deliver_due()
+                claimed = await self._dispatch_due()
                 next_due = await self.repository.next_delivery_due()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("callback delivery loop failed")
                 next_due = None
-            delay = 5.0 if next_due is None else max(0.05, min(5.0, (next_due - utcnow()).total_seconds()))
+            if next_due is None or len(self._in_flight) >= self.max_concurrency:
+                delay = 5.0  # an attempt that ends, or a run that ends, wakes the loop
+            else:
+                delay = max(0.05, min(5.0, (next_due - utcnow()).total_seconds()))
+                if delay <= 0.05 and not claimed:
+                    delay = 1.0  # what is due is leased (in flight here or elsewhere): our own attempts wake us
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
             self._wake.clear()
 
-    async def deliver_due(self, *, run_id: str | None = None, limit: int = 20) -> int:
-        """One attempt of each due delivery (of one run, with ``run_id``) this process can claim; returns how many."""
-        claimed = await self.repository.claim_due_deliveries(self.owner, utcnow(), DELIVERY_LEASE_SECONDS, limit=limit, run_id=run_id)
+    async def _dispatch_due(self) -> int:
+        """Claim as many due deliveries as there are free slots and start their attempts, without waiting for them."""
+        free = self.max_concurrency - len(self._in_flight)
+        if free <= 0:
+            return 0
+        claimed = await self.repository.claim_due_deliveries(self.owner, utcnow(), self._lease_seconds, limit=min(free, CLAIM_BATCH))
+        for delivery in claimed:
+            task = asyncio.create_task(self._attempt_logged(delivery), name=f"callback-{delivery['id']}")
+            self._in_flight.add(task)
+            task.add_done_callback(self._attempt_ended)
+        return len(claimed)
+
+    def _attempt_ended(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._wake.set()  # a slot is free
+
+    async def _attempt_logged(self, delivery: dict[str, Any]) -> None:
+        try:
+            await self._attempt(delivery)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("callback attempt for run %s failed unexpectedly", delivery["run_id"])
+
+    async def deliver_due(self, *, run_id: str | None = None, limit: int = CLAIM_BATCH) -> int:
+        """One attempt of each due delivery (of one run, with ``run_id``) this process can claim, made concurrently
+        and awaited; returns how many."""
+        claimed = await self.repository.claim_due_deliveries(self.owner, utcnow(), self._lease_seconds, limit=limit, run_id=run_id)
         if claimed:
-            await asyncio.gather(*(self._attempt(delivery) for delivery in claimed))
+            await asyncio.gather(*(self._attempt_logged(delivery) for delivery in claimed))
         return len(claimed)
 
     async def deliver_run(self, run_id: str) -> int:
@@ -126,25 +190,27 @@ class CallbackDeliverer:
         )
 
     async def _attempt(self, delivery: dict[str, Any]) -> None:
-        run_id = delivery["run_id"]
-        document = await self.document_for(run_id)
-        attempts = int(delivery["attempts"]) + 1
-        status: int | None = None
-        error: str | None = None
-        if document is None:
-            error = "the run no longer exists"
-        else:
-            status, error = await self._post(delivery["url"], run_id, document)
-        delivered = status is not None and 200 <= status < 300
-        values: dict[str, Any] = {"attempts": attempts, "last_status": status, "last_error": error}
-        if delivered:
-            values.update(delivered_at=utcnow(), next_attempt_at=None)
-        elif document is None or attempts >= int(delivery["max_attempts"]):
-            values["next_attempt_at"] = None
-            logger.warning("callback to %s for run %s abandoned after %d attempts", delivery["url"], run_id, attempts)
-        else:
-            values["next_attempt_at"] = utcnow() + timedelta(seconds=backoff_seconds(attempts, self.settings.callback_backoff_seconds))
-        await self.repository.record_attempt(delivery["id"], self.owner, values)
+        async with self._slots:
+            run_id = delivery["run_id"]
+            document = await self.document_for(run_id)
+            attempts = int(delivery["attempts"]) + 1
+            if document is None:
+                answer = _Answer(error="the run no longer exists")
+            else:
+                # signed with the id the caller knows (the run document's), not the internal key
+                answer = await self._post(delivery["url"], document["pipeline_run_id"], document)
+            values: dict[str, Any] = {"attempts": attempts, "last_status": answer.status, "last_error": answer.error}
+            shown = redact_url(delivery["url"])
+            run_id = document["pipeline_run_id"] if document is not None else run_id  # logs name the run as its caller does
+            if answer.delivered:
+                values.update(delivered_at=utcnow(), next_attempt_at=None)
+            elif document is None or attempts >= int(delivery["max_attempts"]):
+                values["next_attempt_at"] = None
+                logger.warning("callback to %s for run %s abandoned after %d attempts: %s", shown, run_id, attempts, answer.error)
+            else:
+                values["next_attempt_at"] = utcnow() + timedelta(seconds=backoff_seconds(attempts, self.settings.callback_backoff_seconds))
+                logger.info("callback attempt %d to %s for run %s failed: %s", attempts, shown, run_id, answer.error)
+            await self.repository.record_attempt(delivery["id"], self.owner, values)
         async with self._recorded:
             self.attempts_recorded += 1
             self._recorded.notify_all()
@@ -154,17 +220,31 @@ class CallbackDeliverer:
         async with self._recorded:
             await asyncio.wait_for(self._recorded.wait_for(lambda: self.attempts_recorded >= count), timeout)
 
-    async def _post(self, url: str, run_id: str, document: dict[str, Any]) -> tuple[int | None, str | None]:
+    async def _post(self, url: str, run_id: str, document: dict[str, Any]) -> _Answer:
+        """One attempt, under one deadline for all of it."""
+        answer = _Answer()
         secret = self.settings.completion_callback_secret
         if secret is None:
-            return None, "no COMPLETION_CALLBACK_SECRET is configured"
+            answer.error = "no COMPLETION_CALLBACK_SECRET is configured"
+            return answer
+        late = f"no complete answer within {self.timeout_seconds:g} seconds (CALLBACK_TIMEOUT_SECONDS)"
         try:
-            vetted = await vet_url(url, allow_private=self.settings.callback_allow_private_hosts)
+            async with asyncio.timeout(self.timeout_seconds):
+                await self._send(answer, url, run_id, document, secret.get_secret_value())
+        except TimeoutError:
+            answer.error = late
         except UrlRefused as exc:
-            return None, f"refused: {exc}"
+            answer.error = f"refused: {exc}"
+        except httpx.TimeoutException:
+            answer.error = late
+        except httpx.HTTPError as exc:
+            answer.error = f"{type(exc).__name__}"
+        return answer
+
+    async def _send(self, answer: _Answer, url: str, run_id: str, document: dict[str, Any], key: str) -> None:
+        vetted = await vet_url(url, allow_private=self.settings.callback_allow_private_hosts, resolver=self.resolver)
         body = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
         timestamp = int(time.time())
-        key = secret.get_secret_value()
         pinned_url, headers, extensions = vetted.pinned()
         headers.update(
             {
@@ -176,11 +256,16 @@ class CallbackDeliverer:
                 "webhook-signature": webhook_signature(key, run_id, timestamp, body),
             }
         )
-        try:
-            response = await self._client.post(pinned_url, content=body, headers=headers, extensions=extensions)
-        except httpx.HTTPError as exc:
-            return None, f"{type(exc).__name__}"
-        return response.status_code, None if response.is_success else f"HTTP {response.status_code}"
+        async with self._client.stream("POST", pinned_url, content=body, headers=headers, extensions=extensions) as response:
+            answer.status = response.status_code
+            received = 0
+            async for chunk in response.aiter_raw():
+                received += len(chunk)
+                if received > ANSWER_MAX_BYTES:
+                    answer.error = f"the answer was longer than {ANSWER_MAX_BYTES // 1024} KiB"
+                    return
+        if not 200 <= response.status_code < 300:
+            answer.error = f"HTTP {response.status_code}"
 
 
 def delivery_record(delivery: dict[str, Any]) -> dict[str, Any]:
