@@ -29,15 +29,15 @@ async def empty_store_url(database_url: str, request: pytest.FixtureRequest) -> 
         return
     import asyncpg
 
-    POSTGRES_ADMIN_URL = request.getfixturevalue("postgres_admin_url")  # noqa: N806 - the server the run uses
+    admin_url = request.getfixturevalue("postgres_admin_url")  # the server this test session uses
     name = f"pipelex_server_mig_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(POSTGRES_ADMIN_URL)
+    admin = await asyncpg.connect(admin_url)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{name}"
-    admin = await asyncpg.connect(POSTGRES_ADMIN_URL)
+    yield admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{name}"
+    admin = await asyncpg.connect(admin_url)
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
