@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     max_concurrent_runs: int = Field(default=64, ge=1)
     run_timeout_seconds: float = Field(default=3600.0, gt=0)
     max_active_runs_per_caller: int = Field(default=256, ge=1)
-    sse_max_streams_per_caller: int = Field(default=32, ge=1)
+    sse_max_streams_per_caller: int = Field(default=256, ge=1)  # one per run a caller may have active
     ready_wait_seconds: float = Field(default=30.0, ge=0)
     lease_seconds: float = Field(default=30.0, gt=1)
 
