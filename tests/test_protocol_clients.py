@@ -22,8 +22,11 @@ from pipelex_sdk.errors import ApiResponseError, RunFailedError
 from pipelex_sdk.runs import RunArtifact, RunResultCompleted, RunResultFailed, RunStatus, WaitForResultOptions
 from pipelex_sdk.validation_models import PipelexInvalidReport, PipelexValidationReport
 
-from pipelex_server.api import protocol_schemas as wire
+from pipelex_server.api.protocol.answers import progress_answer
+from pipelex_server.api.protocol.problems import complete_problem
+from pipelex_server.api.protocol.requests import MAX_BUNDLE_CHARS
 from pipelex_server.errors import ApiProblem
+from pipelex_server.runs.progress import protocol_status
 from tests.support.bundles import SEED_BUNDLE, SEED_TEXT, SEQUENCE_BUNDLE
 from tests.support.server import ServerProcess
 
@@ -274,7 +277,7 @@ async def test_files_are_checked_before_anything_runs(deployment: Deployment) ->
     }
     async with deployment.mthds() as client:
         for name, (code, reason) in refusals.items():
-            content = "x" * (wire.MAX_BUNDLE_CHARS + 1) if name == "big.mthds" else SEED_BUNDLE
+            content = "x" * (MAX_BUNDLE_CHARS + 1) if name == "big.mthds" else SEED_BUNDLE
             with pytest.raises(MthdsApiResponseError) as refused:
                 await client.start(files={name: content}, inputs={"text": SEED_TEXT})
             assert refused.value.status == 422
@@ -313,7 +316,7 @@ async def test_files_are_checked_before_anything_runs(deployment: Deployment) ->
     ],
 )
 def test_state_mapping(state: str, error_code: str | None, status: str) -> None:
-    assert wire.protocol_status(state, {"code": error_code} if error_code else None) == status
+    assert protocol_status(state, {"code": error_code} if error_code else None) == status
     assert status in RunStatus.__members__
 
 
@@ -330,7 +333,7 @@ def test_progress_nests_children_and_closes_what_a_stopped_run_left_open() -> No
         _event(4, "pipe_started", "b"),
         _event(5, "pipe_finished", "a"),
     ]
-    progress = wire.progress_answer(document, events)
+    progress = progress_answer(document, events)
     assert [(inv["path"], inv["status"]) for inv in progress["invocations"]] == [
         ("root", "canceled"),
         ("root/step_1", "canceled"),
@@ -342,9 +345,9 @@ def test_progress_nests_children_and_closes_what_a_stopped_run_left_open() -> No
 
 def test_problems_get_the_members_protocol_readers_require() -> None:
     ours = ApiProblem(status=503, code="inference.not_configured", detail="No backend.")
-    wire.complete_problem(ours)
+    complete_problem(ours)
     registry = ApiProblem(status=404, code="run.not_found", detail="No run 'x'.", params={"pipeline_run_id": "x"})
-    wire.complete_problem(registry)
+    complete_problem(registry)
     assert ours.members["next_step"]["kind"] == "fix_configuration"
     assert registry.members["next_step"]["kind"] == "change_input" and registry.members["domain"] == "input"
     from mthds.protocol.problem.models import Problem

@@ -1,11 +1,6 @@
 """pipelex-server: the REST API server that builds and executes Pipelex pipelines."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("pipelex-server")
-except PackageNotFoundError:  # running from a source tree
-    __version__ = "0.0.0"
+from pipelex_server.version import __version__
 
 
 def create_app(settings=None):  # type: ignore[no-untyped-def]

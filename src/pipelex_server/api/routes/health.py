@@ -7,9 +7,9 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from pipelex_server import __version__
 from pipelex_server.api.deps import ServicesDep
 from pipelex_server.api.schemas import HealthResponse, VersionResponse
+from pipelex_server.version import __version__
 
 router = APIRouter(tags=["health"])
 
@@ -31,19 +31,13 @@ async def health() -> dict[str, str]:
     responses={503: {"model": HealthResponse, "description": "A part is not ready; it is named, and Retry-After says when to ask again"}},
 )
 async def ready(services: ServicesDep) -> JSONResponse:
-    checks: dict[str, Any] = {}
-    try:
-        await services.repository.ping()
-        checks["run_store"] = "ok"
-    except Exception as exc:
-        checks["run_store"] = f"failing: {type(exc).__name__}"
+    checks: dict[str, Any] = {"run_store": await services.runs.store_health()}
     engine = services.engine
     checks["runtime"] = engine.readiness.status
     checks["inference"] = {"live": engine.plan.is_live, "backends": list(engine.plan.enabled)}
-    healthy = checks["run_store"] == "ok" and checks["runtime"] == "ok"
-    if services.settings.is_temporal:
-        checks["temporal"] = await services.runs.temporal_health()
-        healthy = healthy and checks["temporal"] == "ok"
+    execution = await services.runs.executor_health()  # Temporal's, in Temporal mode
+    checks.update(execution)
+    healthy = all(checks[name] == "ok" for name in ("run_store", "runtime", *execution))
     if healthy:
         return JSONResponse({"status": "ok", "checks": checks})
     # a load balancer or a client polling this route learns when to ask again

@@ -18,11 +18,35 @@ from fastapi.routing import APIRoute
 from mthds.protocol.models import ModelDeck, RunResultStart, ValidationResult, VersionInfo
 from mthds.runners.api.models import DictRunResultExecute
 
-from pipelex_server import __version__
-from pipelex_server.api import protocol_schemas as wire
 from pipelex_server.api.deps import CallerDep, RequestIdDep, ServicesDep
+from pipelex_server.api.protocol.answers import (
+    RESULTS_RETRY_AFTER_SECONDS,
+    execute_answer,
+    models_answer,
+    parse_artifacts,
+    parse_category,
+    progress_answer,
+    results_answer,
+    run_failed_problem,
+    start_answer,
+    status_answer,
+    validate_answer,
+    version_answer,
+)
+from pipelex_server.api.protocol.problems import complete_problem
+from pipelex_server.api.protocol.requests import (
+    ProtocolRunRequest,
+    ProtocolValidateRequest,
+    bundle_contents,
+    refuse_unknown_extensions,
+    run_id_for,
+    to_run_request,
+)
+from pipelex_server.api.protocol.responses import ProtocolRunProgress, ProtocolRunRead, ProtocolRunResults
 from pipelex_server.api.schemas import PROBLEM_RESPONSES, RUN_ID_PATTERN
 from pipelex_server.errors import ApiProblem, validation_problem
+from pipelex_server.runs.progress import protocol_status
+from pipelex_server.version import __version__
 
 
 class ProtocolRoute(APIRoute):
@@ -35,11 +59,11 @@ class ProtocolRoute(APIRoute):
             try:
                 return await handler(request)
             except ApiProblem as problem:
-                wire.complete_problem(problem)
+                complete_problem(problem)
                 raise
             except RequestValidationError as exc:
                 problem = validation_problem(exc.errors())
-                wire.complete_problem(problem)
+                complete_problem(problem)
                 raise problem from exc
 
         return protocol_handler
@@ -53,17 +77,17 @@ IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_lengt
 
 @router.post("/execute", response_model=DictRunResultExecute, responses=PROBLEM_RESPONSES, summary="MTHDS: run a method and wait")
 async def execute(
-    body: wire.ProtocolRunRequest,
+    body: ProtocolRunRequest,
     services: ServicesDep,
     caller: CallerDep,
     request_id: RequestIdDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
-    wire.refuse_unknown_extensions(body)
-    request = wire.to_run_request(body, wire.bundle_contents(body.files, body.mthds_contents))
-    run_id = wire.run_id_for(body, idempotency_key)
+    refuse_unknown_extensions(body)
+    request = to_run_request(body, bundle_contents(body.files, body.mthds_contents))
+    run_id = run_id_for(body, idempotency_key)
     answer = await services.runs.execute(caller=caller, request=request, run_id=run_id, request_id=request_id)
-    return JSONResponse(wire.execute_answer(answer))
+    return JSONResponse(execute_answer(answer))
 
 
 @router.post(
@@ -74,18 +98,18 @@ async def execute(
     summary="MTHDS: check a method, then run it in the background; follow it under /v1/runs/{id}",
 )
 async def start(
-    body: wire.ProtocolRunRequest,
+    body: ProtocolRunRequest,
     services: ServicesDep,
     caller: CallerDep,
     request_id: RequestIdDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
-    wire.refuse_unknown_extensions(body)
-    request = wire.to_run_request(body, wire.bundle_contents(body.files, body.mthds_contents))
-    run_id = wire.run_id_for(body, idempotency_key)
+    refuse_unknown_extensions(body)
+    request = to_run_request(body, bundle_contents(body.files, body.mthds_contents))
+    run_id = run_id_for(body, idempotency_key)
     answer = await services.runs.start(caller=caller, request=request, run_id=run_id, request_id=request_id)
     run_id = answer["pipeline_run_id"]
-    return JSONResponse(wire.start_answer(answer), status_code=202, headers={"Location": f"/v1/runs/{run_id}/status"})
+    return JSONResponse(start_answer(answer), status_code=202, headers={"Location": f"/v1/runs/{run_id}/status"})
 
 
 @router.post(
@@ -94,14 +118,14 @@ async def start(
     responses=PROBLEM_RESPONSES,
     summary="MTHDS: validate a method; a 200 verdict (is_valid) for any text, unparsable TOML included",
 )
-async def validate(body: wire.ProtocolValidateRequest, services: ServicesDep, _caller: CallerDep) -> Any:
-    wire.refuse_unknown_extensions(body, ignored=tuple(body.model_extra or ()))
-    contents = wire.bundle_contents(body.files, body.mthds_contents)
+async def validate(body: ProtocolValidateRequest, services: ServicesDep, _caller: CallerDep) -> Any:
+    refuse_unknown_extensions(body, ignored=tuple(body.model_extra or ()))
+    contents = bundle_contents(body.files, body.mthds_contents)
     if not contents:
         raise ApiProblem(status=422, code="request.invalid", detail="Send the method to validate as files.", params={"field": "files"})
     await services.engine.wait_ready()
     verdict = await services.engine.validate(mthds_contents=contents, pipe_code=body.pipe_code)
-    return JSONResponse(wire.validate_answer(verdict, markdown="markdown" in (body.render or [])))
+    return JSONResponse(validate_answer(verdict, markdown="markdown" in (body.render or [])))
 
 
 @router.get("/models", response_model=ModelDeck, responses=PROBLEM_RESPONSES, summary="MTHDS: the model deck, optionally one category")
@@ -110,29 +134,29 @@ async def models(
     _caller: CallerDep,
     category: Annotated[str | None, Query(alias="type", max_length=64)] = None,
 ) -> Any:
-    wanted = wire.parse_category(category)
+    wanted = parse_category(category)
     await services.engine.wait_ready()
-    return wire.models_answer(await services.engine.models(), wanted)
+    return models_answer(await services.engine.models(), wanted)
 
 
 @router.get("/version", response_model=VersionInfo, summary="MTHDS: protocol and server versions (public)")
 async def version(services: ServicesDep) -> Any:
-    return wire.version_answer(implementation_version=__version__, versions=services.engine.versions())
+    return version_answer(implementation_version=__version__, versions=services.engine.versions())
 
 
 @router.get(
     "/runs/{run_id}/status",
-    response_model=wire.ProtocolRunRead,
+    response_model=ProtocolRunRead,
     responses=PROBLEM_RESPONSES,
     summary="A run's status in the SDK's words (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMED_OUT, TERMINATED)",
 )
 async def run_status(services: ServicesDep, caller: CallerDep, run_id: RunId) -> Any:
-    return wire.status_answer(await services.runs.get_document(caller=caller, run_id=run_id))
+    return status_answer(await services.runs.get_document(caller=caller, run_id=run_id))
 
 
 @router.get(
     "/runs/{run_id}/results",
-    response_model=wire.ProtocolRunResults,
+    response_model=ProtocolRunResults,
     responses={**PROBLEM_RESPONSES, 202: {"description": "The run has not ended; read again after Retry-After"}},
     summary="A run's results: 200 when COMPLETED, 202 while it runs, 409 run.failed when it ended otherwise",
 )
@@ -142,25 +166,25 @@ async def run_results(
     run_id: RunId,
     artifacts: Annotated[str | None, Query(max_length=256, description="Comma-separated result artifacts to read")] = None,
 ) -> Any:
-    selection = wire.parse_artifacts(artifacts)
+    selection = parse_artifacts(artifacts)
     document = await services.runs.get_document(caller=caller, run_id=run_id)
-    if wire.protocol_status(document["pipeline_state"]) in ("PENDING", "RUNNING"):
-        retry = str(wire.RESULTS_RETRY_AFTER_SECONDS)
-        return JSONResponse(wire.start_answer(document), status_code=202, headers={"Retry-After": retry})
+    if protocol_status(document["pipeline_state"]) in ("PENDING", "RUNNING"):
+        retry = str(RESULTS_RETRY_AFTER_SECONDS)
+        return JSONResponse(start_answer(document), status_code=202, headers={"Retry-After": retry})
     if document["pipeline_state"] != "COMPLETED":
-        raise wire.run_failed_problem(document)
+        raise run_failed_problem(document)
     if document["pipe_output"] is None and document["output_url"]:  # kept in object storage: the SDK gets it whole
         document = {**document, "pipe_output": json.loads(await services.runs.output(caller=caller, run_id=run_id))}
-    return JSONResponse(wire.results_answer(document, selection))
+    return JSONResponse(results_answer(document, selection))
 
 
 @router.get(
     "/runs/{run_id}/progress",
-    response_model=wire.ProtocolRunProgress,
+    response_model=ProtocolRunProgress,
     responses=PROBLEM_RESPONSES,
     summary="A run's progress snapshot: every pipe invocation so far, projected from the run's events",
 )
 async def run_progress(services: ServicesDep, caller: CallerDep, run_id: RunId) -> Any:
     # a snapshot, not a stream; 404 alike for an unknown id and for another caller's run
     document, events = await services.runs.document_and_events(caller=caller, run_id=run_id)
-    return wire.progress_answer(document, events)
+    return progress_answer(document, events)

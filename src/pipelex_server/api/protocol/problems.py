@@ -1,0 +1,100 @@
+"""Protocol problems: the domain, retry and next step of each code, and completing problems for protocol readers.
+
+The official clients parse every error as a protocol `Problem`, which requires `domain`, `retry` and `next_step`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mthds.protocol.problem.client_problems import render_template
+from mthds.protocol.problem.registry import CORE_CODE_SPECS, ProblemDomain, RetryVerdict, StepKind
+
+from pipelex_server.errors import MTHDS_TYPE_BASE, ApiProblem
+
+# Our own codes (not in the MTHDS core registry): domain, retry, next step.
+_OWN_CODES: dict[str, tuple[ProblemDomain, RetryVerdict, StepKind, str]] = {
+    "inference.not_configured": (
+        ProblemDomain.OPERATOR,
+        RetryVerdict.NO,
+        StepKind.FIX_CONFIGURATION,
+        "Set a provider key or OPENAI_BASE_URL on the server and restart it, or run with dry_run.",
+    ),
+    "server.not_ready": (ProblemDomain.RUNTIME, RetryVerdict.YES, StepKind.WAIT, "Wait a few seconds, then send the request again."),
+    "input.reserved_key": (
+        ProblemDomain.INPUT,
+        RetryVerdict.NO,
+        StepKind.CHANGE_INPUT,
+        "Rename the input key, then send the request again.",
+    ),
+    "callback.secret_missing": (
+        ProblemDomain.OPERATOR,
+        RetryVerdict.NO,
+        StepKind.FIX_CONFIGURATION,
+        "Set COMPLETION_CALLBACK_SECRET on the server, or send no callback_urls.",
+    ),
+    "callback.url_refused": (ProblemDomain.INPUT, RetryVerdict.NO, StepKind.CHANGE_INPUT, "Send a public http(s) callback URL."),
+    "request.too_deeply_nested": (
+        ProblemDomain.INPUT,
+        RetryVerdict.NO,
+        StepKind.CHANGE_INPUT,
+        "Flatten the value or bundle at the problem's location (at most params.limit levels), then send the request again.",
+    ),
+    "request.invalid_text": (
+        ProblemDomain.INPUT,
+        RetryVerdict.NO,
+        StepKind.CHANGE_INPUT,
+        "Remove the lone surrogate or NUL character at the problem's location, then send the request again.",
+    ),
+}
+_GENERIC_STEP = "Read the problem's detail, then act on it."
+
+
+def protocol_members(code: str, status: int | None, params: dict[str, Any] | None) -> dict[str, Any]:
+    """`domain`, `retry` and `next_step` for a code: the MTHDS registry's, ours, or a fallback by status."""
+    spec = CORE_CODE_SPECS.get(code)  # type: ignore[call-overload]  # StrEnum keys: a plain str finds them
+    if spec is not None:
+        # as the runtime words a caller's problem: the actor's step, but for the operator's domain
+        step = spec.other_step if spec.domain is ProblemDomain.OPERATOR else spec.actor_step
+        try:
+            detail = render_template(step.detail, params=params or {})
+        except ValueError:  # a parameter the template names is not on our problem
+            detail = _GENERIC_STEP
+        return {"domain": spec.domain.value, "retry": spec.retry.value, "next_step": {"kind": step.kind.value, "detail": detail}}
+    if code in _OWN_CODES:
+        domain, retry, kind, detail = _OWN_CODES[code]
+    elif status in (429, 503):
+        domain, retry, kind, detail = ProblemDomain.RUNTIME, RetryVerdict.YES, StepKind.WAIT, "Wait a moment, then send the request again."
+    elif status is not None and status < 500:
+        domain, retry, kind, detail = ProblemDomain.INPUT, RetryVerdict.NO, StepKind.CHANGE_INPUT, _GENERIC_STEP
+    else:
+        domain, retry, kind, detail = ProblemDomain.RUNTIME, RetryVerdict.NO, StepKind.REPORT, "Report the problem with its request_id."
+    return {"domain": domain.value, "retry": retry.value, "next_step": {"kind": kind.value, "detail": detail}}
+
+
+def complete_problem(problem: ApiProblem) -> None:
+    """Give a problem the members a protocol reader requires; the members it already has are kept."""
+    for key, value in protocol_members(problem.code, problem.status, problem.members.get("params")).items():
+        problem.members.setdefault(key, value)
+
+
+def protocol_problem(document: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A stored problem document, completed for a protocol reader (declared members are never null there)."""
+    if not document:
+        return None
+    completed = {key: value for key, value in document.items() if value is not None or key == "request_id"}
+    completed.setdefault("type", MTHDS_TYPE_BASE + str(completed.get("code")))
+    completed.setdefault("title", "The run did not succeed")
+    completed.setdefault("detail", "The run did not succeed.")
+    completed.setdefault("code", "runtime.unexpected")
+    for key, value in protocol_members(str(completed["code"]), completed.get("status"), completed.get("params")).items():
+        completed.setdefault(key, value)
+    return completed
+
+
+def protocol_item(item: dict[str, Any]) -> dict[str, Any] | None:
+    """A validation finding as a protocol ProblemItem (code and detail strings, no null members)."""
+    code, detail = item.get("code"), item.get("detail")
+    if not isinstance(code, str) or not isinstance(detail, str):
+        return None
+    return {key: value for key, value in item.items() if value is not None}
