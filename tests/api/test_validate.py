@@ -53,13 +53,13 @@ async def test_verdicts_are_cached_by_content(client):
     engine = client._transport.app.state.services.engine
     body = {"mthds_contents": [SEED_BUNDLE + "\n# cache probe\n"]}
     first = (await client.post(VALIDATE, json=body)).json()
-    cached_before = len(engine._verdicts)
+    cached_before = len(engine.validator.verdicts)
     second = (await client.post(VALIDATE, json=body)).json()
     assert first == second
-    assert len(engine._verdicts) == cached_before
+    assert len(engine.validator.verdicts) == cached_before
     other = {"mthds_contents": [SEED_BUNDLE + "\n# another probe\n"]}
     await client.post(VALIDATE, json=other)
-    assert len(engine._verdicts) == cached_before + 1
+    assert len(engine.validator.verdicts) == cached_before + 1
 
 
 async def test_a_malformed_request_is_a_4xx(client):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 
 from pipelex_server.engine.caches import ByteLRU
-from pipelex_server.engine.runtime import verdict_bytes
 from pipelex_server.engine.templates import TEMPLATE_BYTES_PER_SOURCE_CHAR, TEMPLATE_ENTRY_OVERHEAD_BYTES, estimated_template_bytes
+from pipelex_server.engine.validation import verdict_bytes
 
 
 def test_evicts_the_least_recently_used_until_the_bytes_fit():

@@ -7,8 +7,8 @@ import hashlib
 import pytest
 
 from pipelex_server.engine.caches import MIB
-from pipelex_server.engine.runtime import verdict_bytes
 from pipelex_server.engine.templates import TEMPLATE_CACHE_MAX_ENTRIES, TEMPLATES, estimated_template_bytes
+from pipelex_server.engine.validation import verdict_bytes
 from tests.support.bundles import SEED_BUNDLE
 
 VALIDATE = "/api/v1/validate"
@@ -22,17 +22,17 @@ async def test_verdicts_are_evicted_least_recently_used_to_stay_within_validate_
     probe = await make_app()
     assert (await probe.client.post(VALIDATE, json=_bundle(0))).status_code == 200
     # every probe's verdict has this size: the bundles differ only in one digit of a comment
-    size = verdict_bytes(probe.services.engine._verdicts.get(_key(0)))
+    size = verdict_bytes(probe.services.engine.validator.verdicts.get(_key(0)))
     handle = await make_app(validate_cache_max_mib=(2.5 * size) / MIB)
     engine, http = handle.services.engine, handle.client
     for index in range(3):
         assert (await http.post(VALIDATE, json=_bundle(index))).status_code == 200
-    assert len(engine._verdicts) == 2 and engine._verdicts.bytes == 2 * size
-    assert engine._verdicts.bytes <= engine._verdicts.max_bytes
+    assert len(engine.validator.verdicts) == 2 and engine.validator.verdicts.bytes == 2 * size
+    assert engine.validator.verdicts.bytes <= engine.validator.verdicts.max_bytes
     # bundle 0 went first; touching 1 makes 2 the least recent, so bundle 3 evicts 2
     await http.post(VALIDATE, json=_bundle(1))
     await http.post(VALIDATE, json=_bundle(3))
-    kept = {index for index in range(4) if engine._verdicts.get(_key(index)) is not None}
+    kept = {index for index in range(4) if engine.validator.verdicts.get(_key(index)) is not None}
     assert kept == {1, 3}
 
 
@@ -40,7 +40,7 @@ async def test_a_verdict_larger_than_the_whole_budget_is_not_cached(make_app):
     handle = await make_app(validate_cache_max_mib=100 / MIB)  # 100 bytes: smaller than any verdict
     verdict = (await handle.client.post(VALIDATE, json=_bundle(10))).json()
     assert verdict["success"] is True and len(str(verdict)) > 100
-    assert len(handle.services.engine._verdicts) == 0
+    assert len(handle.services.engine.validator.verdicts) == 0
 
 
 def _key(index: int) -> str:

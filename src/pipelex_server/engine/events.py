@@ -15,7 +15,7 @@ from pipelex.observer.observer_protocol import PayloadKey, PayloadType
 from pipelex.tracing.in_memory_event_log import InMemoryEventLog
 from pipelex.tracing.trace_events import TraceEvent, UsageReportEvent
 
-from pipelex_server.engine.runtime import ProgressSink
+from pipelex_server.engine.types import ProgressSink
 
 logger = logging.getLogger(__name__)
 

@@ -7,6 +7,7 @@ from typing import Any
 from pipelex.reporting.usage_records import dump_tokens_usage_records
 
 from pipelex_server.engine.problems import problem_from_exception
+from pipelex_server.engine.types import RunOutcome
 
 
 def shape_usage(records: list[dict[str, Any]] | None) -> dict[str, Any]:
@@ -22,9 +23,7 @@ def shape_usage(records: list[dict[str, Any]] | None) -> dict[str, Any]:
     return {"tokens": tokens, "cost_usd": cost, "by_pipe": records or []}
 
 
-def shape_outcome(result: Any) -> Any:
-    from pipelex_server.engine.runtime import RunOutcome
-
+def shape_outcome(result: Any) -> RunOutcome:
     pipe_output = result.pipe_output
     memory = pipe_output.working_memory.model_dump(mode="json", serialize_as_any=True, by_alias=True)
     return RunOutcome(

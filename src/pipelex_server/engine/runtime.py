@@ -1,96 +1,33 @@
 """The one door to the pipelex runtime for an app: its handle on the booted runtime (execute, check, validate, models).
 
-Booting and sharing the process's runtime is in ``boot``, warming it in ``warmup``, readiness in ``readiness``.
+Booting and sharing the process's runtime is in ``boot``, warming it in ``warmup``, readiness in ``readiness``,
+running pipelines in ``execution``, validating bundles in ``validation``; the value types are in ``types``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
-import hashlib
-import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from pipelex_server.engine.boot import acquire_runtime, import_runtime, prepare_environment, release_runtime
-from pipelex_server.engine.caches import MIB, ByteLRU
+from pipelex_server.engine.execution import Execution
 from pipelex_server.engine.home import plan_inference
 from pipelex_server.engine.readiness import Readiness
+from pipelex_server.engine.types import Checkpoints, ProgressSink, RunOutcome
+from pipelex_server.engine.validation import Validator
 from pipelex_server.engine.warmup import warm_up
 from pipelex_server.errors import ApiProblem
 from pipelex_server.fetch import Fetcher
 from pipelex_server.settings import Settings
 from pipelex_server.storage import ObjectStore
 
+__all__ = ["Checkpoints", "Engine", "ProgressSink", "RunOutcome"]
+
 logger = logging.getLogger(__name__)
-
-ProgressSink = Callable[[str, dict[str, Any]], None]
-
-
-@dataclass
-class Checkpoints:
-    """What a run saved of its finished steps (``saved``: step key -> working memory dump), and how to save more."""
-
-    saved: dict[str, dict[str, Any]]
-    save: Callable[[str, str, dict[str, Any]], Awaitable[None]]
-
-
-@dataclass
-class RunOutcome:
-    """A completed run, already shaped as JSON."""
-
-    main_stuff_name: str
-    pipe_output: dict[str, Any]
-    usage: dict[str, Any]
-    input_rewrites: dict[str, str] = field(default_factory=dict)
-
-
-def _call_arguments(
-    pipe_code: str | None,
-    mthds_contents: list[str] | None,
-    inputs: dict[str, Any] | None,
-    output_name: str | None,
-    output_multiplicity: Any,
-    dynamic_output_concept_ref: str | None,
-    request_id: str | None,
-) -> dict[str, Any]:
-    """The runtime's ``execute`` arguments for one request (the run and its setup check pass the same)."""
-    return {
-        "pipe_code": pipe_code,
-        "mthds_contents": mthds_contents or None,
-        "inputs": inputs or {},
-        "output_name": output_name,
-        "output_multiplicity": output_multiplicity,
-        "dynamic_output_concept_ref": dynamic_output_concept_ref,
-        "request_id": request_id,
-    }
-
-
-class _SetupChecked(Exception):
-    """Raised by the setup-only pipe run once the job is built: the bundle and inputs are valid."""
-
-
-class _SetupOnlyPipeRun:
-    """A pipe run that stops right after the runtime built the job (bundle loaded, pipe resolved, inputs shaped)."""
-
-    async def run(self, pipe_job: Any, **_kwargs: Any) -> Any:
-        # the entry pipe's own presence check (what the run does first): a missing input fails here
-        await pipe_job.pipe.validate_before_run(
-            job_metadata=pipe_job.job_metadata,
-            working_memory=pipe_job.working_memory,
-            pipe_run_params=pipe_job.pipe_run_params,
-        )
-        raise _SetupChecked
-
-
-def verdict_bytes(verdict: dict[str, Any]) -> int:
-    """A verdict's weight in the cache: the length of its compact JSON encoding."""
-    return len(json.dumps(verdict, separators=(",", ":"), ensure_ascii=False, default=str).encode())
 
 
 class Engine:
@@ -103,8 +40,8 @@ class Engine:
         self.plan = plan_inference(os.environ, openai_base_url=settings.openai_base_url)
         self.readiness = Readiness()
         self.boot_seconds: float | None = None
-        # verdicts by content hash, bounded by VALIDATE_CACHE_SIZE entries and VALIDATE_CACHE_MAX_MIB (JSON bytes)
-        self._verdicts = ByteLRU(max_bytes=int(settings.validate_cache_max_mib * MIB), max_entries=settings.validate_cache_size)
+        self.execution = Execution(settings, store=store, fetcher=fetcher)
+        self.validator = Validator(settings)
         self._acquired = False
 
     @property
@@ -134,7 +71,7 @@ class Engine:
                 logger.warning(warning)
             if self.settings.warm_up:
                 await warm_up(plan=self.plan, store=self.store, validate=self.validate)
-                self._verdicts.clear()
+                self.validator.verdicts.clear()
             # The runtime and the provider SDKs leave ~a million long-lived objects behind; moving them out of the
             # collector's reach keeps each full collection from walking them again under load.
             gc.collect()
@@ -196,24 +133,6 @@ class Engine:
 
         return runtime_hub.is_dry_run_forced()
 
-    def _runner(self, *, dry_run: bool, scope: str, storage_scope: str, has_bundle: bool, pipe_run: Any = None) -> Any:
-        from pipelex.config import get_config
-        from pipelex.pipeline.runner import PipelexMTHDSProtocol
-        from pipelex.system.pipe_run_mode import PipeRunMode
-
-        # An inline bundle is self-contained; only a bare pipe_code reaches the server's own library.
-        library_dirs: list[str] = [] if has_bundle else [str(path) for path in self.settings.library_dirs]
-        execution_config = get_config().interpreter.pipeline_execution.with_execution_overrides(generate_graph=False)
-        return PipelexMTHDSProtocol(
-            pipe_run_mode=PipeRunMode.DRY if dry_run else PipeRunMode.LIVE,
-            library_dirs=library_dirs,
-            user_id=scope,
-            storage_scope=storage_scope,
-            read_scope=scope,
-            execution_config=execution_config,
-            pipe_run=pipe_run,
-        )
-
     async def execute(
         self,
         *,
@@ -235,53 +154,22 @@ class Engine:
         ``scope`` is the caller's namespace (what the run may read); ``storage_scope`` the run's own prefix under it,
         where fetched and relocated inputs are stored. With ``checkpoints``, each finished step of the top-level
         pipeline is saved, and steps saved by an earlier attempt of the same run are not executed again."""
-        from pipelex import runtime_hub
-        from pipelex.interpreter_hub import scoped_pipe_router
-        from pipelex.pipe_run.pipe_router import PipeRouter
-        from pipelex.pipe_run.pipe_run import PipeRun
-
-        from pipelex_server.engine.events import ProgressObserver, RunEventLog
-        from pipelex_server.engine.problems import problem_from_exception
-        from pipelex_server.engine.results import shape_outcome
-        from pipelex_server.engine.storage import InputResolution, bound
-
         if not dry_run:
             self.refuse_live_if_unconfigured()
-        arguments = _call_arguments(
-            pipe_code, mthds_contents, inputs, output_name, output_multiplicity, dynamic_output_concept_ref, request_id
+        return await self.execution.execute(
+            pipe_code=pipe_code,
+            mthds_contents=mthds_contents,
+            inputs=inputs,
+            output_name=output_name,
+            output_multiplicity=output_multiplicity,
+            dynamic_output_concept_ref=dynamic_output_concept_ref,
+            dry_run=dry_run,
+            scope=scope,
+            storage_scope=storage_scope,
+            request_id=request_id,
+            progress=progress,
+            checkpoints=checkpoints,
         )
-        observer = ProgressObserver(progress) if progress is not None else None
-        router: Any = None
-        if checkpoints is not None and not dry_run:
-            from pipelex_server.engine.checkpoints import CheckpointingRouter
-
-            def restored(key: str, pipe_code: str) -> None:
-                if progress is not None:
-                    progress("pipe_finished", {"pipe_code": pipe_code, "step": key, "restored": True})
-
-            router = CheckpointingRouter(observer=observer, saved=checkpoints.saved, save=checkpoints.save, restored=restored)
-        elif observer is not None:
-            router = PipeRouter(observer=observer)
-        pipe_run = PipeRun(pipe_router=router) if router is not None else None
-        runner = self._runner(dry_run=dry_run, scope=scope, storage_scope=storage_scope, has_bundle=bool(mthds_contents), pipe_run=pipe_run)
-        event_log = RunEventLog(progress)
-        resolution = InputResolution(store=self.store, fetcher=self.fetcher, storage_scope=storage_scope)
-        try:
-            with (
-                bound(self.store, resolution),
-                runtime_hub.scoped_event_log(event_log),
-                scoped_pipe_router(router) if router else contextlib.nullcontext(),
-            ):
-                result = await runner.execute(**arguments)
-            outcome = shape_outcome(result)
-            outcome.input_rewrites = resolution.rewrites
-            return outcome
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            raise problem_from_exception(exc, request_id=request_id) from exc
-        finally:
-            event_log.close()
 
     async def check(
         self,
@@ -300,54 +188,24 @@ class Engine:
         """Everything a run does before its first pipe: parse and load the bundle, resolve the pipe, shape the
         inputs (remote and ``data:`` inputs are fetched and stored). Raises the same problem the run would (422 for
         a bad bundle or input); runs nothing. Returns the URL rewrites (original URL -> storage URI)."""
-        from pipelex_server.engine.problems import problem_from_exception
-        from pipelex_server.engine.storage import InputResolution, bound
-
         if not dry_run:
             self.refuse_live_if_unconfigured()
-        arguments = _call_arguments(
-            pipe_code, mthds_contents, inputs, output_name, output_multiplicity, dynamic_output_concept_ref, request_id
+        return await self.execution.check(
+            pipe_code=pipe_code,
+            mthds_contents=mthds_contents,
+            inputs=inputs,
+            output_name=output_name,
+            output_multiplicity=output_multiplicity,
+            dynamic_output_concept_ref=dynamic_output_concept_ref,
+            dry_run=dry_run,
+            scope=scope,
+            storage_scope=storage_scope,
+            request_id=request_id,
         )
-        runner = self._runner(
-            dry_run=dry_run, scope=scope, storage_scope=storage_scope, has_bundle=bool(mthds_contents), pipe_run=_SetupOnlyPipeRun()
-        )
-        resolution = InputResolution(store=self.store, fetcher=self.fetcher, storage_scope=storage_scope)
-        try:
-            with bound(self.store, resolution):
-                await runner.execute(**arguments)
-        except _SetupChecked:
-            return resolution.rewrites
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            if isinstance(exc.__cause__, _SetupChecked) or isinstance(exc.__context__, _SetupChecked):
-                return resolution.rewrites
-            raise problem_from_exception(exc, request_id=request_id) from exc
-        raise RuntimeError("the setup check ran the pipeline")  # pragma: no cover - _SetupOnlyPipeRun never returns
 
     async def validate(self, *, mthds_contents: list[str], pipe_code: str | None) -> dict[str, Any]:
         """Static validation plus a dry run of every pipe; a verdict for any text (cached by content hash)."""
-        from pipelex.pipeline.runner import PipelexMTHDSProtocol
-        from pipelex.system.pipe_run_mode import PipeRunMode
-
-        from pipelex_server.engine.results import shape_validation, shape_validation_failure
-
-        key = hashlib.sha256(repr((mthds_contents, pipe_code)).encode()).hexdigest()
-        cached = self._verdicts.get(key)
-        if cached is not None:
-            return cached
-        runner = PipelexMTHDSProtocol(pipe_run_mode=PipeRunMode.DRY, library_dirs=[])
-        extra = {"graph_pipe_code": pipe_code} if pipe_code else None
-        try:
-            report = await runner.validate(mthds_contents=mthds_contents, extra=extra)
-            verdict = shape_validation(report, pipe_code=pipe_code)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            verdict = shape_validation_failure(exc)
-        if self._verdicts.enabled:
-            self._verdicts.put(key, verdict, verdict_bytes(verdict))
-        return verdict
+        return await self.validator.validate(mthds_contents=mthds_contents, pipe_code=pipe_code)
 
     async def models(self) -> dict[str, Any]:
         from pipelex.pipeline.runner import PipelexMTHDSProtocol

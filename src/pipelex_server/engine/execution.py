@@ -1,0 +1,178 @@
+"""Running a pipeline on the booted runtime: the whole run (progress, checkpoints, usage) or only its setup check."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from pipelex_server.engine.types import Checkpoints, ProgressSink, RunOutcome
+from pipelex_server.fetch import Fetcher
+from pipelex_server.settings import Settings
+from pipelex_server.storage import ObjectStore
+
+
+def _call_arguments(
+    pipe_code: str | None,
+    mthds_contents: list[str] | None,
+    inputs: dict[str, Any] | None,
+    output_name: str | None,
+    output_multiplicity: Any,
+    dynamic_output_concept_ref: str | None,
+    request_id: str | None,
+) -> dict[str, Any]:
+    """The runtime's ``execute`` arguments for one request (the run and its setup check pass the same)."""
+    return {
+        "pipe_code": pipe_code,
+        "mthds_contents": mthds_contents or None,
+        "inputs": inputs or {},
+        "output_name": output_name,
+        "output_multiplicity": output_multiplicity,
+        "dynamic_output_concept_ref": dynamic_output_concept_ref,
+        "request_id": request_id,
+    }
+
+
+class _SetupChecked(Exception):
+    """Raised by the setup-only pipe run once the job is built: the bundle and inputs are valid."""
+
+
+class _SetupOnlyPipeRun:
+    """A pipe run that stops right after the runtime built the job (bundle loaded, pipe resolved, inputs shaped)."""
+
+    async def run(self, pipe_job: Any, **_kwargs: Any) -> Any:
+        # the entry pipe's own presence check (what the run does first): a missing input fails here
+        await pipe_job.pipe.validate_before_run(
+            job_metadata=pipe_job.job_metadata,
+            working_memory=pipe_job.working_memory,
+            pipe_run_params=pipe_job.pipe_run_params,
+        )
+        raise _SetupChecked
+
+
+class Execution:
+    """Runs pipelines for one app: its library directories, its object store and its fetcher."""
+
+    def __init__(self, settings: Settings, *, store: ObjectStore, fetcher: Fetcher) -> None:
+        self.settings = settings
+        self.store = store
+        self.fetcher = fetcher
+
+    def _runner(self, *, dry_run: bool, scope: str, storage_scope: str, has_bundle: bool, pipe_run: Any = None) -> Any:
+        from pipelex.config import get_config
+        from pipelex.pipeline.runner import PipelexMTHDSProtocol
+        from pipelex.system.pipe_run_mode import PipeRunMode
+
+        # An inline bundle is self-contained; only a bare pipe_code reaches the server's own library.
+        library_dirs: list[str] = [] if has_bundle else [str(path) for path in self.settings.library_dirs]
+        execution_config = get_config().interpreter.pipeline_execution.with_execution_overrides(generate_graph=False)
+        return PipelexMTHDSProtocol(
+            pipe_run_mode=PipeRunMode.DRY if dry_run else PipeRunMode.LIVE,
+            library_dirs=library_dirs,
+            user_id=scope,
+            storage_scope=storage_scope,
+            read_scope=scope,
+            execution_config=execution_config,
+            pipe_run=pipe_run,
+        )
+
+    async def execute(
+        self,
+        *,
+        pipe_code: str | None,
+        mthds_contents: list[str] | None,
+        inputs: dict[str, Any] | None,
+        output_name: str | None,
+        output_multiplicity: Any,
+        dynamic_output_concept_ref: str | None,
+        dry_run: bool,
+        scope: str,
+        storage_scope: str,
+        request_id: str | None,
+        progress: ProgressSink | None = None,
+        checkpoints: Checkpoints | None = None,
+    ) -> RunOutcome:
+        """Run one pipeline to its end (see ``Engine.execute``). Raises ``ApiProblem`` for every failure."""
+        from pipelex import runtime_hub
+        from pipelex.interpreter_hub import scoped_pipe_router
+        from pipelex.pipe_run.pipe_router import PipeRouter
+        from pipelex.pipe_run.pipe_run import PipeRun
+
+        from pipelex_server.engine.events import ProgressObserver, RunEventLog
+        from pipelex_server.engine.problems import problem_from_exception
+        from pipelex_server.engine.results import shape_outcome
+        from pipelex_server.engine.storage import InputResolution, bound
+
+        arguments = _call_arguments(
+            pipe_code, mthds_contents, inputs, output_name, output_multiplicity, dynamic_output_concept_ref, request_id
+        )
+        observer = ProgressObserver(progress) if progress is not None else None
+        router: Any = None
+        if checkpoints is not None and not dry_run:
+            from pipelex_server.engine.checkpoints import CheckpointingRouter
+
+            def restored(key: str, pipe_code: str) -> None:
+                if progress is not None:
+                    progress("pipe_finished", {"pipe_code": pipe_code, "step": key, "restored": True})
+
+            router = CheckpointingRouter(observer=observer, saved=checkpoints.saved, save=checkpoints.save, restored=restored)
+        elif observer is not None:
+            router = PipeRouter(observer=observer)
+        pipe_run = PipeRun(pipe_router=router) if router is not None else None
+        runner = self._runner(dry_run=dry_run, scope=scope, storage_scope=storage_scope, has_bundle=bool(mthds_contents), pipe_run=pipe_run)
+        event_log = RunEventLog(progress)
+        resolution = InputResolution(store=self.store, fetcher=self.fetcher, storage_scope=storage_scope)
+        try:
+            with (
+                bound(self.store, resolution),
+                runtime_hub.scoped_event_log(event_log),
+                scoped_pipe_router(router) if router else contextlib.nullcontext(),
+            ):
+                result = await runner.execute(**arguments)
+            outcome = shape_outcome(result)
+            outcome.input_rewrites = resolution.rewrites
+            return outcome
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise problem_from_exception(exc, request_id=request_id) from exc
+        finally:
+            event_log.close()
+
+    async def check(
+        self,
+        *,
+        pipe_code: str | None,
+        mthds_contents: list[str] | None,
+        inputs: dict[str, Any] | None,
+        output_name: str | None,
+        output_multiplicity: Any,
+        dynamic_output_concept_ref: str | None,
+        dry_run: bool,
+        scope: str,
+        storage_scope: str,
+        request_id: str | None,
+    ) -> dict[str, str]:
+        """The run's setup alone (see ``Engine.check``). Returns the URL rewrites (original URL -> storage URI)."""
+        from pipelex_server.engine.problems import problem_from_exception
+        from pipelex_server.engine.storage import InputResolution, bound
+
+        arguments = _call_arguments(
+            pipe_code, mthds_contents, inputs, output_name, output_multiplicity, dynamic_output_concept_ref, request_id
+        )
+        runner = self._runner(
+            dry_run=dry_run, scope=scope, storage_scope=storage_scope, has_bundle=bool(mthds_contents), pipe_run=_SetupOnlyPipeRun()
+        )
+        resolution = InputResolution(store=self.store, fetcher=self.fetcher, storage_scope=storage_scope)
+        try:
+            with bound(self.store, resolution):
+                await runner.execute(**arguments)
+        except _SetupChecked:
+            return resolution.rewrites
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if isinstance(exc.__cause__, _SetupChecked) or isinstance(exc.__context__, _SetupChecked):
+                return resolution.rewrites
+            raise problem_from_exception(exc, request_id=request_id) from exc
+        raise RuntimeError("the setup check ran the pipeline")  # pragma: no cover - _SetupOnlyPipeRun never returns

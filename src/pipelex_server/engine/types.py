@@ -1,0 +1,27 @@
+"""The engine's value types, shared by its modules and its callers: a finished run, checkpoints, the progress sink."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+ProgressSink = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class Checkpoints:
+    """What a run saved of its finished steps (``saved``: step key -> working memory dump), and how to save more."""
+
+    saved: dict[str, dict[str, Any]]
+    save: Callable[[str, str, dict[str, Any]], Awaitable[None]]
+
+
+@dataclass
+class RunOutcome:
+    """A completed run, already shaped as JSON."""
+
+    main_stuff_name: str
+    pipe_output: dict[str, Any]
+    usage: dict[str, Any]
+    input_rewrites: dict[str, str] = field(default_factory=dict)
