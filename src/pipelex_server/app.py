@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -14,21 +13,13 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pipelex_server import __version__
-from pipelex_server.api.deps import Services
 from pipelex_server.api.local_guard import LocalSafetyMiddleware, allowed_host_names
 from pipelex_server.api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from pipelex_server.api.routes import build, health, pipeline, protocol, runs, uploads, validate
-from pipelex_server.engine.runtime import Engine
-from pipelex_server.errors import PROBLEM_CONTENT_TYPE, ApiProblem, ConfigurationError, internal_error, validation_problem
-from pipelex_server.fetch import Fetcher
-from pipelex_server.netguard import Resolver
-from pipelex_server.runs.service import RunService
+from pipelex_server.composition import build_services
+from pipelex_server.errors import PROBLEM_CONTENT_TYPE, ApiProblem, internal_error, validation_problem
 from pipelex_server.settings import AuthMode, Settings
-from pipelex_server.storage import StorageUnavailable, make_object_store
-from pipelex_server.store.db import make_engine, migrate
-from pipelex_server.store.repository import RunRepository, UploadRepository
-from pipelex_server.uploads import UploadService
+from pipelex_server.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +36,7 @@ def _problem_response(problem: ApiProblem, request: Request) -> JSONResponse:
 
 def _install_error_handlers(app: FastAPI) -> None:
     from pipelex_server.api.body_guard import unreadable_body_problem
-    from pipelex_server.api.protocol_schemas import complete_problem
+    from pipelex_server.api.protocol.problems import complete_problem
 
     def render(problem: ApiProblem, request: Request) -> JSONResponse:
         if request.url.path.startswith("/v1/"):  # protocol readers need domain, retry and next_step on every problem
@@ -73,85 +64,20 @@ def _install_error_handlers(app: FastAPI) -> None:
         return render(internal_error(), request)
 
 
-def make_store(settings: Settings) -> Any:
-    """The object store the settings name (local directory under DATA_DIR, or S3-compatible)."""
-    try:
-        return make_object_store(
-            backend=settings.storage_backend.value,
-            data_dir=settings.data_dir,
-            s3_bucket=settings.s3_bucket,
-            s3_endpoint_url=settings.s3_endpoint_url,
-            s3_region=settings.s3_region,
-        )
-    except ValueError as exc:
-        raise ConfigurationError(str(exc)) from exc
-
-
-async def open_storage(settings: Settings) -> tuple[Any, Fetcher]:
-    """The checked object store and the guarded fetcher (ConfigurationError when the storage cannot be used)."""
-    store = make_store(settings)
-    try:
-        await store.check()
-    except StorageUnavailable as exc:
-        await store.close()
-        raise ConfigurationError(f"the object storage ({settings.storage_backend.value}) cannot be used: {exc}") from exc
-    fetcher = Fetcher(
-        allow_private=settings.fetch_allow_private_hosts,
-        max_bytes=settings.fetch_max_bytes,
-        timeout_seconds=settings.fetch_timeout_seconds,
-        max_concurrency=settings.fetch_max_concurrency,
-        max_request_bytes=settings.fetch_max_request_bytes,
-        resolver=Resolver(timeout_seconds=settings.dns_timeout_seconds, max_concurrency=settings.dns_max_concurrency),
-    )
-    return store, fetcher
-
-
-async def preflight(settings: Settings) -> None:
-    """Fail fast, with a clear message, on object storage or Temporal that cannot be used (before the server binds)."""
-    store, fetcher = await open_storage(settings)
-    await fetcher.aclose()
-    await store.close()
-    if settings.is_temporal:
-        from pipelex_server.temporal.client import connect
-
-        await connect(settings)
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store, fetcher = await open_storage(settings)
-        database = make_engine(settings.resolved_database_url)
-        await migrate(database)
-        engine = Engine(settings, store=store, fetcher=fetcher)
-        repository = RunRepository(database)
-        run_service = RunService(settings=settings, repository=repository, engine=engine, store=store)
-        if settings.is_temporal:
-            from pipelex_server.temporal.client import connect
-
-            run_service.temporal = await connect(settings)
-        upload_service = UploadService(settings=settings, repository=UploadRepository(database), store=store)
-        app.state.services = Services(
-            settings=settings, engine=engine, repository=repository, runs=run_service, uploads=upload_service, store=store
-        )
-        boot = asyncio.create_task(engine.start(), name="runtime-boot")
-        run_service.start_background()
-        upload_service.start_background()
+        services = await build_services(settings)
+        app.state.services = services
+        services.boot_in_background()
+        services.runs.start_background()
+        services.uploads.start_background()
         try:
             yield
         finally:
-            await run_service.close(grace_seconds=settings.shutdown_grace_seconds)
-            await upload_service.close()
-            if not boot.done():
-                boot.cancel()
-            with contextlib.suppress(BaseException):
-                await boot
-            engine.stop()
-            await database.dispose()
-            await fetcher.aclose()
-            await store.close()
+            await services.close(grace_seconds=settings.shutdown_grace_seconds)
 
     app = FastAPI(
         title="pipelex-server",

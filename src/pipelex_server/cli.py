@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
             overrides = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
             settings = load_settings(**overrides)  # fail fast on bad configuration, before uvicorn starts
             require_clean_working_directory(Path.cwd())
-            from pipelex_server.app import preflight
+            from pipelex_server.composition import preflight
 
             asyncio.run(preflight(settings))
             run_server(host=settings.host, port=settings.port, workers=args.workers, log_level=args.log_level)

@@ -17,11 +17,13 @@ from typing import Any
 
 from pipelex_server.errors import ApiProblem
 from pipelex_server.fetch import sanitize_filename
-from pipelex_server.runs.service import Caller, iso
+from pipelex_server.runs.documents import iso
+from pipelex_server.runs.model import Caller
 from pipelex_server.settings import Settings
 from pipelex_server.storage import ObjectStore, StorageUnavailable
 from pipelex_server.storage.keys import extension_for, upload_key
-from pipelex_server.store.repository import InvalidCursor, UploadRepository, utcnow
+from pipelex_server.store.common import InvalidCursor, utcnow
+from pipelex_server.store.uploads import UploadRepository
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ import asyncio
 import uuid
 from datetime import timedelta
 
-from pipelex_server.store.repository import utcnow
+from pipelex_server.store.common import utcnow
 from tests.support.bundles import SEED_BUNDLE, SEQUENCE_BUNDLE, main_content, seed_request, unique_bundle
 from tests.support.runs import parse_sse, wait_for_end
 
@@ -191,11 +191,11 @@ async def test_retention_purges_only_old_ended_runs(make_app, stub):
     recent = (await app.client.post("/api/v1/pipeline/execute", json=seed_request(dry_run=True))).json()["pipeline_run_id"]
     stub.configure(latency_ms=5_000)
     running = (await app.client.post(START, json=seed_request())).json()["pipeline_run_id"]
-    repository = app.services.repository
+    repository = app.services.runs.repository
     long_ago = utcnow() - timedelta(days=2)
     old_key = (await repository.get_public("shared", old))["id"]
     await repository.update(old_key, finished_at=long_ago, created_at=long_ago)
-    purged = await app.services.runs.purge_expired()
+    purged = await app.services.runs.retention.purge_expired()
     assert purged == [old]
     assert (await app.client.get(f"/api/v1/runs/{old}")).status_code == 404
     assert (await app.client.get(f"/api/v1/runs/{recent}")).status_code == 200

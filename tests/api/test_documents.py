@@ -173,7 +173,7 @@ async def test_data_url_input_is_stored_under_the_run_and_the_stored_request_is_
     assert response.status_code == 202, response.text
     document = await wait_for_end(client, run_id)
     assert document["pipeline_state"] == "COMPLETED", document
-    row = await session_app.services.repository.get_public("shared", run_id)
+    row = await session_app.services.runs.repository.get_public("shared", run_id)
     stored_url = row["request"]["inputs"]["doc"]["content"]["url"]
     assert stored_url.startswith(f"pipelex-storage://{row['caller_id']}/runs/{run_id}/"), stored_url
     run_dir = storage_root(session_app) / row["caller_id"] / "runs" / run_id
@@ -345,7 +345,7 @@ async def test_remote_pdf_is_fetched_once_by_the_server_and_stored(fetching_app,
     assert prompts_containing(stub, marker)
     # fetched once, at /start (the check); the run used the stored copy
     assert files.hits(path) == 1
-    row = await fetching_app.services.repository.get_public("shared", run_id)
+    row = await fetching_app.services.runs.repository.get_public("shared", run_id)
     assert row["request"]["inputs"]["doc"]["content"]["url"].startswith("pipelex-storage://")
     # a retried /start (same id, same body) is answered from its run: the URL is not fetched again
     again = await fetching_app.client.post("/api/v1/pipeline/start", json=body)
@@ -470,7 +470,7 @@ async def test_uploads_follow_the_run_retention_setting(make_app):
     app = await make_app(run_retention_days=1)
     old = (await app.client.post("/api/v1/uploads", files={"file": ("old.txt", b"old bytes", "text/plain")})).json()
     new = (await app.client.post("/api/v1/uploads", files={"file": ("new.txt", b"new bytes", "text/plain")})).json()
-    database = app.services.repository.engine
+    database = app.services.uploads.repository.engine
     async with database.begin() as connection:
         row = (await connection.execute(sa.select(uploads.c.created_at).where(uploads.c.id == old["upload_id"]))).scalar_one()
         await connection.execute(sa.update(uploads).where(uploads.c.id == old["upload_id"]).values(created_at=row - timedelta(days=2)))

@@ -46,7 +46,7 @@ async def test_upload_run_offloaded_output_and_delete_on_s3(s3_app, stub):
     assert output.status_code == 200
     assert "STUB" in json.dumps(output.json())
 
-    caller = (await s3_app.services.repository.get_public("shared", run_id))["caller_id"]
+    caller = (await s3_app.services.runs.repository.get_public("shared", run_id))["caller_id"]
     assert await store.list_keys(f"{caller}/runs/{run_id}")
     assert (await s3_app.client.delete(f"/api/v1/runs/{run_id}")).status_code == 204
     assert await store.list_keys(f"{caller}/runs/{run_id}") == []
@@ -61,7 +61,7 @@ async def test_data_url_is_relocated_into_s3(s3_app):
     body = {"pipeline_run_id": run_id, "mthds_contents": [EXTRACT_ONLY_BUNDLE], "inputs": document_input(data_url(pdf, "application/pdf"))}
     response = await s3_app.client.post("/api/v1/pipeline/execute", json=body)
     assert response.status_code == 200, response.text
-    row = await s3_app.services.repository.get_public("shared", run_id)
+    row = await s3_app.services.runs.repository.get_public("shared", run_id)
     stored = row["request"]["inputs"]["doc"]["content"]["url"]
     assert stored.startswith(f"pipelex-storage://{row['caller_id']}/runs/{run_id}/")
     assert (await s3_app.services.store.get(stored.removeprefix("pipelex-storage://"))).data == pdf

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from pipelex_server.runs.events import numbered
-from pipelex_server.runs.service import Caller
-from pipelex_server.store.repository import lease_deadline, utcnow
+from pipelex_server.runs.model import Caller
+from pipelex_server.store.common import lease_deadline, utcnow
 from tests.support.bundles import seed_request
 from tests.support.receiver import Receiver
 from tests.support.runs import parse_sse, served, wait_for_end
@@ -223,7 +223,7 @@ async def _running_run(repository, caller_id: str) -> dict:
 @pytest.mark.parametrize("change", ["deleted", "another_caller"])
 async def test_an_open_stream_ends_when_its_run_is_gone_or_no_longer_the_callers(make_app, database_url, change):
     app = await make_app(database_url=database_url)
-    service, repository = app.services.runs, app.services.repository
+    service, repository = app.services.runs, app.services.runs.repository
     row = await _running_run(repository, "dora")
     stream = await service.follow_events(caller=Caller(id="dora"), run_id=row["public_id"], after_seq=0)
     assert (await anext(stream))["data"]["pipeline_run_id"] == row["public_id"]

@@ -46,7 +46,7 @@ async def until(condition: Callable[[], bool], timeout: float = 60) -> None:
 
 def per_run_memory(service) -> dict[str, int]:
     logs, waiters = service.events.tracked
-    return {"event_logs": logs, "waiters": waiters, "tasks": len(service._tasks), "stream_callers": service.streams.callers}
+    return {"event_logs": logs, "waiters": waiters, "tasks": len(service.executor.running), "stream_callers": service.streams.callers}
 
 
 EMPTY = {"event_logs": 0, "waiters": 0, "tasks": 0, "stream_callers": 0}
@@ -102,7 +102,7 @@ async def test_the_default_run_timeout_reaches_the_workflow(temporal_app):
     async with in_process_worker(app.app):
         document = await wait_for_end(app.client, run_id)
     assert document["pipeline_state"] == "COMPLETED"
-    history = await app.services.runs.temporal.get_workflow_handle(document["workflow_id"]).fetch_history()
+    history = await app.services.temporal.get_workflow_handle(document["workflow_id"]).fetch_history()
     scheduled = [
         event.activity_task_scheduled_event_attributes
         for event in history.events

@@ -10,11 +10,12 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
+from pipelex_server.composition import build_run_service
 from pipelex_server.errors import ApiProblem
-from pipelex_server.runs.service import Caller, RunRequest, RunService
+from pipelex_server.runs.model import Caller, RunRequest
 from pipelex_server.settings import Settings
 from pipelex_server.store.db import MIGRATIONS_DIR, make_engine, migrate
-from pipelex_server.store.repository import RunRepository
+from pipelex_server.store.runs import RunRepository
 from pipelex_server.store.tables import UtcDateTime
 from tests.support.bundles import seed_request
 
@@ -116,16 +117,14 @@ async def test_0003_keeps_existing_runs_events_deliveries_and_checkpoints(empty_
         await migrate(engine)  # idempotent
 
         repository = RunRepository(engine)
-        service = RunService(
-            settings=Settings(), repository=repository, engine=session_app.services.engine, store=session_app.services.store
-        )
+        service = build_run_service(Settings(), database=engine, engine=session_app.services.engine, store=session_app.services.store)
         alice, bob = Caller(id="alice"), Caller(id="bob")
         for run_id in ids:
             row = await repository.get_public("alice", run_id)
             assert row is not None and row["id"] == run_id and row["public_id"] == run_id and row["redeliveries"] == 0
             assert await repository.get_public("bob", run_id) is None
             assert [event["seq"] for event in await repository.events_after(run_id, 0)] == [1, 2, 3, 4]
-            assert (await service.checkpoints.of_run(run_id))["step"]["pipe_code"] == "summarize"
+            assert (await service.attempts.checkpoints.of_run(run_id))["step"]["pipe_code"] == "summarize"
             document = await service.get_document(caller=alice, run_id=run_id)
             assert document["pipeline_run_id"] == run_id and document["pipeline_state"] == "COMPLETED"
             assert document["workflow_id"] == f"pipelex-run-{run_id}"

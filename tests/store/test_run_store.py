@@ -6,10 +6,12 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from pipelex_server.runs.service import Caller, RunRequest, RunService
+from pipelex_server.composition import build_run_service
+from pipelex_server.runs.model import Caller, RunRequest
 from pipelex_server.settings import Settings
+from pipelex_server.store.common import utcnow
 from pipelex_server.store.db import make_engine, migrate
-from pipelex_server.store.repository import RunRepository, utcnow
+from pipelex_server.store.runs import RunRepository
 from pipelex_server.store.tables import runs
 from tests.support.bundles import SEED_BUNDLE, SEED_TEXT
 
@@ -67,8 +69,8 @@ async def test_migrations_create_the_tables(database_url):
 
 async def test_expired_leases_are_settled_and_live_ones_untouched(database_url, session_app):
     repository = await open_store(database_url)
-    service = RunService(
-        settings=Settings(lease_seconds=30), repository=repository, engine=session_app.services.engine, store=session_app.services.store
+    service = build_run_service(
+        Settings(lease_seconds=30), database=repository.engine, engine=session_app.services.engine, store=session_app.services.store
     )
     try:
         dead_running = run_row(state="RUNNING", owner="dead-process", lease_in=-5)
@@ -77,7 +79,7 @@ async def test_expired_leases_are_settled_and_live_ones_untouched(database_url, 
         for row in (dead_running, live_running, dead_started):
             assert await repository.insert_run(row)
 
-        settled = await service.settle_expired()
+        settled = await service.executor.leases.settle_expired()
         assert set(settled) == {dead_running["id"], dead_started["id"]}
 
         lost = await repository.get(dead_running["id"])
@@ -89,7 +91,7 @@ async def test_expired_leases_are_settled_and_live_ones_untouched(database_url, 
         assert untouched["state"] == "RUNNING" and untouched["lease_owner"] == "live-process"
 
         # the never-started run was re-queued on this process and runs to its end
-        task = service._tasks.get(dead_started["id"])
+        task = service.executor.running.get(dead_started["id"])
         assert task is not None
         finished = await task
         assert finished["state"] == "COMPLETED"
@@ -102,13 +104,13 @@ async def test_expired_leases_are_settled_and_live_ones_untouched(database_url, 
 async def test_two_processes_settle_a_run_once(database_url, session_app):
     repository = await open_store(database_url)
     engine = session_app.services.engine
-    first = RunService(settings=Settings(), repository=repository, engine=engine, store=session_app.services.store)
-    second = RunService(settings=Settings(), repository=repository, engine=engine, store=session_app.services.store)
+    first = build_run_service(Settings(), database=repository.engine, engine=engine, store=session_app.services.store)
+    second = build_run_service(Settings(), database=repository.engine, engine=engine, store=session_app.services.store)
     try:
         rows = [run_row(state="RUNNING", owner="dead", lease_in=-1) for _ in range(10)]
         for row in rows:
             await repository.insert_run(row)
-        settled_a, settled_b = await asyncio.gather(first.settle_expired(), second.settle_expired())
+        settled_a, settled_b = await asyncio.gather(first.executor.leases.settle_expired(), second.executor.leases.settle_expired())
         assert sorted(settled_a + settled_b) == sorted(row["id"] for row in rows)
         assert not set(settled_a) & set(settled_b)
     finally:
@@ -117,13 +119,15 @@ async def test_two_processes_settle_a_run_once(database_url, session_app):
 
 async def test_a_renewed_lease_is_not_settled(database_url, session_app):
     repository = await open_store(database_url)
-    service = RunService(settings=Settings(), repository=repository, engine=session_app.services.engine, store=session_app.services.store)
+    service = build_run_service(
+        Settings(), database=repository.engine, engine=session_app.services.engine, store=session_app.services.store
+    )
     try:
-        row = run_row(state="RUNNING", owner=service.instance_id, lease_in=-1)
+        row = run_row(state="RUNNING", owner=service.lifecycle.instance_id, lease_in=-1)
         await repository.insert_run(row)
-        renewed = await repository.renew_leases(service.instance_id, [row["id"]], utcnow() + timedelta(seconds=30))
+        renewed = await repository.renew_leases(service.lifecycle.instance_id, [row["id"]], utcnow() + timedelta(seconds=30))
         assert renewed == 1
-        assert await service.settle_expired() == []
+        assert await service.executor.leases.settle_expired() == []
         assert (await repository.get(row["id"]))["state"] == "RUNNING"
     finally:
         await repository.engine.dispose()
@@ -133,7 +137,7 @@ async def test_execute_records_runs_in_the_configured_store(database_url, make_a
     app = await make_app(database_url=database_url)
     response = await app.client.post(EXECUTE, json={"mthds_contents": [SEED_BUNDLE], "inputs": {"text": "hi"}, "dry_run": True})
     assert response.status_code == 200, response.text
-    repository = app.services.repository
+    repository = app.services.runs.repository
     run_id = response.json()["pipeline_run_id"]
     async with repository.engine.connect() as connection:
         count = (await connection.execute(sa.select(sa.func.count()).select_from(runs).where(runs.c.public_id == run_id))).scalar_one()

@@ -179,21 +179,19 @@ async def in_process_worker(app: Any, **overrides: Any) -> AsyncIterator[Any]:
     Yields the worker's run service."""
     from temporalio.worker import Worker
 
-    from pipelex_server.runs.service import RunService
+    from pipelex_server.composition import build_run_service
     from pipelex_server.store.db import make_engine
-    from pipelex_server.store.repository import RunRepository
     from pipelex_server.temporal.activities import RunActivities
     from pipelex_server.temporal.workflows import CallbacksWorkflow, RunWorkflow
 
     services = app.state.services
     settings = services.settings.model_copy(update=overrides)
     database = make_engine(settings.resolved_database_url)
-    service = RunService(settings=settings, repository=RunRepository(database), engine=services.engine, store=services.store)
-    service.temporal = services.runs.temporal
+    service = build_run_service(settings, database=database, engine=services.engine, store=services.store, temporal=services.temporal)
     service.start_background(retention=False)
-    activities = RunActivities(service)
+    activities = RunActivities(service.attempts)
     worker = Worker(
-        service.temporal,
+        services.temporal,
         task_queue=settings.temporal_task_queue,
         workflows=[RunWorkflow, CallbacksWorkflow],
         activities=[activities.execute_run, activities.settle_run, activities.deliver_callbacks],

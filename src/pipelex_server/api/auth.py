@@ -9,7 +9,7 @@ import jwt
 from fastapi import Request
 
 from pipelex_server.errors import ApiProblem
-from pipelex_server.runs.service import Caller
+from pipelex_server.runs.model import Caller
 from pipelex_server.settings import AuthMode, Settings
 
 CALLER_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")

@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from pipelex_server.api.auth import authenticate
-from pipelex_server.engine.runtime import Engine
-from pipelex_server.runs.service import Caller, RunService
-from pipelex_server.settings import Settings
-from pipelex_server.storage import ObjectStore
-from pipelex_server.store.repository import RunRepository
-from pipelex_server.uploads import UploadService
-
-
-@dataclass
-class Services:
-    settings: Settings
-    engine: Engine
-    repository: RunRepository
-    runs: RunService
-    uploads: UploadService
-    store: ObjectStore
+from pipelex_server.composition import Services
+from pipelex_server.runs.model import Caller
 
 
 def get_services(request: Request) -> Services:

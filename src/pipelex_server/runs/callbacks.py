@@ -29,7 +29,8 @@ import httpx
 
 from pipelex_server.netguard import Resolver, UrlRefused, redact_client_logs, redact_url, vet_url
 from pipelex_server.settings import Settings
-from pipelex_server.store.repository import RunRepository, utcnow
+from pipelex_server.store.common import utcnow
+from pipelex_server.store.deliveries import DeliveryRepository
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class CallbackDeliverer:
         self,
         *,
         settings: Settings,
-        repository: RunRepository,
+        repository: DeliveryRepository,
         owner: str,
         document_for: Callable[[str], Awaitable[dict[str, Any] | None]],
         resolver: Resolver | None = None,
@@ -125,6 +126,11 @@ class CallbackDeliverer:
 
     def wake(self) -> None:
         self._wake.set()
+
+    async def run_ended(self, run_id: str) -> None:
+        """In-process mode: a run ended, so its undelivered callbacks are due now."""
+        if await self.repository.schedule_deliveries(run_id, utcnow()):
+            self.wake()
 
     async def _loop(self) -> None:
         while True:

@@ -1,4 +1,5 @@
-"""The public views of a run (contract §4): the run document, the /execute and /start answers, the not-found problem.
+"""The public views of a run (contract §4): the run document, the /execute and /start answers, the problems a run
+ends with, the not-found problem.
 
 They name a run by its public id (``pipeline_run_id``), never by the server-wide key it is stored under.
 """
@@ -6,10 +7,14 @@ They name a run by its public id (``pipeline_run_id``), never by the server-wide
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelex_server.errors import ApiProblem
 from pipelex_server.runs.callbacks import delivery_record
+
+if TYPE_CHECKING:
+    from pipelex_server.store.deliveries import DeliveryRepository
+    from pipelex_server.store.runs import RunRepository
 
 
 def iso(value: datetime | None) -> str | None:
@@ -34,6 +39,12 @@ def run_document(row: dict[str, Any], deliveries: list[dict[str, Any]] | None = 
         "workflow_id": row["workflow_id"],
         "callbacks": [delivery_record(delivery) for delivery in deliveries or []],
     }
+
+
+async def stored_run_document(runs: RunRepository, deliveries: DeliveryRepository, key: str) -> dict[str, Any] | None:
+    """The run document of the run stored under ``key`` (what its callbacks send); None when it is gone."""
+    row = await runs.get(key)
+    return run_document(row, await deliveries.deliveries_of(key)) if row else None
 
 
 def execute_answer(row: dict[str, Any]) -> dict[str, Any]:
@@ -67,3 +78,12 @@ def start_answer(row: dict[str, Any]) -> dict[str, Any]:
 def not_found(run_id: str) -> ApiProblem:
     """The answer for an id the caller has no run of: the same whether no one has it or another caller does."""
     return ApiProblem(status=404, code="run.not_found", detail=f"No run {run_id!r}.", params={"pipeline_run_id": run_id})
+
+
+def problem_document(status: int, code: str, detail: str) -> dict[str, Any]:
+    """A problem as a run records it (no request id: the run outlives the request)."""
+    return ApiProblem(status=status, code=code, detail=detail).to_document(request_id=None)
+
+
+def cancelled_problem() -> dict[str, Any]:
+    return problem_document(409, "run.cancelled", "The run was cancelled by its caller.")

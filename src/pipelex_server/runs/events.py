@@ -22,7 +22,8 @@ from datetime import datetime
 from typing import Any
 
 from pipelex_server.lifecycle import SHUTTING_DOWN
-from pipelex_server.store.repository import TERMINAL_STATES, Event, RunRepository, utcnow
+from pipelex_server.store.common import TERMINAL_STATES, Event, utcnow
+from pipelex_server.store.runs import RunRepository
 
 logger = logging.getLogger(__name__)
 

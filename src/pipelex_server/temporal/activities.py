@@ -1,7 +1,7 @@
 """The activities a worker runs: execute a run, settle a run its workflow could not finish, deliver callbacks.
 
-They delegate to the run service, the one writer of run state, so a run executed by a worker is recorded exactly
-as one executed in-process (same states, events, usage, outputs).
+They delegate to the run service's attempts (runs/attempts.py), written by the one writer of run state, so a run
+executed by a worker is recorded exactly as one executed in-process (same states, events, usage, outputs).
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import contextlib
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from pipelex_server.runs.service import RetryableRunFailure, RunService
+from pipelex_server.runs.attempts import RunAttempts
+from pipelex_server.runs.model import RetryableRunFailure
 from pipelex_server.temporal.workflows import (
     CALLBACKS_ACTIVITY,
     EXECUTE_ACTIVITY,
@@ -27,8 +28,8 @@ HEARTBEAT_SECONDS = 1.0
 
 
 class RunActivities:
-    def __init__(self, service: RunService) -> None:
-        self.service = service
+    def __init__(self, attempts: RunAttempts) -> None:
+        self.attempts = attempts
 
     async def _heartbeat_forever(self) -> None:
         while True:
@@ -40,7 +41,7 @@ class RunActivities:
         info = activity.info()
         beating = asyncio.create_task(self._heartbeat_forever(), name=f"heartbeat-{params.run_id}")
         try:
-            return await self.service.execute_assigned(
+            return await self.attempts.execute_assigned(
                 params.run_id, attempt=info.attempt, max_attempts=params.max_attempts, worker_shutdown=activity.is_worker_shutdown
             )
         except RetryableRunFailure as exc:
@@ -52,10 +53,10 @@ class RunActivities:
 
     @activity.defn(name=SETTLE_ACTIVITY)
     async def settle_run(self, params: SettleParams) -> str:
-        return await self.service.settle_assigned(params.run_id, reason=params.reason, detail=params.detail)
+        return await self.attempts.settle_assigned(params.run_id, reason=params.reason, detail=params.detail)
 
     @activity.defn(name=CALLBACKS_ACTIVITY)
     async def deliver_callbacks(self, params: CallbackParams) -> None:
-        remaining = await self.service.deliver_assigned(params.run_id)
+        remaining = await self.attempts.deliver_assigned(params.run_id)
         if remaining:
             raise ApplicationError(f"{remaining} callback(s) of run {params.run_id} not delivered yet", type="CallbacksPending")

@@ -18,35 +18,22 @@ logger = logging.getLogger(__name__)
 
 
 async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
-    from pipelex_server.app import open_storage
-    from pipelex_server.engine.runtime import Engine
-    from pipelex_server.runs.service import RunService
-    from pipelex_server.store.db import make_engine, migrate
-    from pipelex_server.store.repository import RunRepository
+    from pipelex_server.composition import build_services
     from pipelex_server.temporal.activities import RunActivities
-    from pipelex_server.temporal.client import connect
     from pipelex_server.temporal.workflows import CallbacksWorkflow, RunWorkflow
 
     if not settings.is_temporal:
         raise ConfigurationError("pipelex-server worker needs EXECUTION_MODE=temporal (and TEMPORAL_ADDRESS)")
     stop = stop or asyncio.Event()
-    store, fetcher = await open_storage(settings)
-    database = make_engine(settings.resolved_database_url)
-    engine: Engine | None = None
-    service: RunService | None = None
+    services = await build_services(settings)
     try:
-        await migrate(database)
-        client = await connect(settings)
-        engine = Engine(settings, store=store, fetcher=fetcher)
-        await engine.start()
-        if engine.boot_error is not None:
-            raise ConfigurationError(f"the pipelex runtime failed to boot: {engine.boot_error}")
-        service = RunService(settings=settings, repository=RunRepository(database), engine=engine, store=store)
-        service.temporal = client
-        service.start_background(retention=False)
-        activities = RunActivities(service)
+        await services.engine.start()
+        if services.engine.boot_error is not None:
+            raise ConfigurationError(f"the pipelex runtime failed to boot: {services.engine.boot_error}")
+        services.runs.start_background(retention=False)
+        activities = RunActivities(services.runs.attempts)
         worker = Worker(
-            client,
+            services.temporal,
             task_queue=settings.temporal_task_queue,
             workflows=[RunWorkflow, CallbacksWorkflow],
             activities=[activities.execute_run, activities.settle_run, activities.deliver_callbacks],
@@ -68,13 +55,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
             await stop.wait()
             logger.info("worker stopping: in-flight runs get %g s to finish", settings.shutdown_grace_seconds)
     finally:
-        if service is not None:
-            await service.close(grace_seconds=0)
-        if engine is not None:
-            engine.stop()
-        await database.dispose()
-        await fetcher.aclose()
-        await store.close()
+        await services.close(grace_seconds=0)
 
 
 def main_worker(settings: Settings) -> None:

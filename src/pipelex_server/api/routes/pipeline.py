@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pipelex_server.api.deps import CallerDep, RequestIdDep, ServicesDep
 from pipelex_server.api.schemas import PROBLEM_RESPONSES, RUN_ID_PATTERN, ExecuteResponse, PipelineRequest, StartResponse
 from pipelex_server.errors import ApiProblem
-from pipelex_server.runs.service import RunRequest
+from pipelex_server.runs.model import RunRequest
 
 router = APIRouter(prefix="/api/v1/pipeline", tags=["pipeline"])
 

@@ -1,41 +1,23 @@
-"""Run persistence. The run service is its only caller (one writer of run state).
+"""Runs and their events: insertion under the per-caller limit, compare-and-set state changes, leases, cancellation.
 
 Every state change is a compare-and-set on the run's current state (and, for settlement, on its lease), so
 several processes sharing one database never overwrite each other's decisions. A state change and the events it
 produces are written in one transaction. Runs are keyed by their server-wide ``id``; a caller finds its runs by
-``(caller_id, public_id)`` (``get_public``).
+``(caller_id, public_id)`` (``get_public``). The run lifecycle (runs/lifecycle.py) is the only writer of run state.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from pipelex_server.store.tables import deliveries, run_checkpoints, run_events, runs, uploads
-
-TERMINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED", "ERROR")
-ACTIVE_STATES = ("STARTED", "RUNNING")
-
-Event = dict[str, Any]  # {"seq", "event", "data", "at"}
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def lease_deadline(seconds: float) -> datetime:
-    return utcnow() + timedelta(seconds=seconds)
-
-
-class InvalidCursor(ValueError):
-    pass
+from pipelex_server.store.common import ACTIVE_STATES, TERMINAL_STATES, Event, newest_first, utcnow
+from pipelex_server.store.tables import deliveries, run_checkpoints, run_events, runs
 
 
 class ActiveRunLimit(Exception):
@@ -44,37 +26,6 @@ class ActiveRunLimit(Exception):
 
 # PostgreSQL advisory-lock namespace that serializes one caller's run insertions (its key's other half is the caller)
 _ACTIVE_LOCK = 727275
-
-
-def encode_cursor(created_at: datetime, run_id: str) -> str:
-    raw = json.dumps([created_at.isoformat(), run_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, run_id = json.loads(raw)
-        return datetime.fromisoformat(created), str(run_id)
-    except (ValueError, TypeError) as exc:
-        raise InvalidCursor(cursor) from exc
-
-
-async def newest_first(
-    engine: AsyncEngine, statement: sa.Select[Any], table: sa.Table, limit: int, cursor: str | None
-) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of rows, newest first (created_at, then id), and the cursor of the next page (None on the last)."""
-    if cursor:
-        created_at, row_id = decode_cursor(cursor)
-        statement = statement.where(sa.or_(table.c.created_at < created_at, sa.and_(table.c.created_at == created_at, table.c.id < row_id)))
-    statement = statement.order_by(table.c.created_at.desc(), table.c.id.desc()).limit(limit + 1)
-    async with engine.connect() as connection:
-        rows = [dict(row) for row in (await connection.execute(statement)).mappings()]
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"])
-    return rows, next_cursor
 
 
 class RunRepository:
@@ -297,177 +248,3 @@ class RunRepository:
     async def _insert_events(connection: AsyncConnection, run_id: str, events: Sequence[Event]) -> None:
         if events:
             await connection.execute(run_events.insert(), [{"run_id": run_id, **event} for event in events])
-
-    # ---------------------------------------------------------------- deliveries
-
-    async def deliveries_of(self, run_id: str) -> list[dict[str, Any]]:
-        async with self.engine.connect() as connection:
-            result = await connection.execute(sa.select(deliveries).where(deliveries.c.run_id == run_id).order_by(deliveries.c.position))
-            return [dict(row) for row in result.mappings()]
-
-    async def deliveries_of_runs(self, run_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-        found: dict[str, list[dict[str, Any]]] = {}
-        if not run_ids:
-            return found
-        async with self.engine.connect() as connection:
-            result = await connection.execute(
-                sa.select(deliveries).where(deliveries.c.run_id.in_(list(run_ids))).order_by(deliveries.c.position)
-            )
-            for row in result.mappings():
-                found.setdefault(row["run_id"], []).append(dict(row))
-        return found
-
-    async def schedule_deliveries(self, run_id: str, when: datetime) -> int:
-        """Make the run's undelivered callbacks due at ``when``; returns how many."""
-        statement = sa.update(deliveries).where(deliveries.c.run_id == run_id, deliveries.c.delivered_at.is_(None))
-        async with self.engine.begin() as connection:
-            result = await connection.execute(statement.values(next_attempt_at=when))
-        return int(result.rowcount or 0)
-
-    async def grant_redelivery(self, run_id: str, when: datetime, *, extra_attempts: int, max_redeliveries: int) -> int | None:
-        """Count one more redelivery of the run's callbacks and schedule them all again, each with a fresh budget of
-        ``extra_attempts``; returns how many were scheduled (0: the run has none, and nothing is counted), or None
-        when the run has had ``max_redeliveries`` already (nothing changes)."""
-        has_deliveries = sa.exists().where(deliveries.c.run_id == run_id)
-        async with self.engine.begin() as connection:
-            # a write first (the compare-and-set on the count), so concurrent requests cannot both take the last one
-            counted = await connection.execute(
-                sa.update(runs)
-                .where(runs.c.id == run_id, runs.c.redeliveries < max_redeliveries, has_deliveries)
-                .values(redeliveries=runs.c.redeliveries + 1)
-            )
-            if not counted.rowcount:
-                return 0 if not (await connection.execute(sa.select(has_deliveries))).scalar() else None
-            scheduled = await connection.execute(
-                sa.update(deliveries)
-                .where(deliveries.c.run_id == run_id)
-                .values(
-                    next_attempt_at=when,
-                    delivered_at=None,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    max_attempts=deliveries.c.attempts + extra_attempts,
-                )
-            )
-        return int(scheduled.rowcount or 0)
-
-    async def claim_due_deliveries(
-        self, owner: str, now: datetime, lease_seconds: float, limit: int = 20, run_id: str | None = None
-    ) -> list[dict[str, Any]]:
-        """Claim due deliveries for this process (compare-and-set on their lease), so each attempt is made once."""
-        async with self.engine.connect() as connection:
-            candidates = (
-                await connection.execute(
-                    sa.select(deliveries.c.id)
-                    .where(
-                        deliveries.c.run_id == run_id if run_id is not None else sa.true(),
-                        deliveries.c.attempts < deliveries.c.max_attempts,
-                        deliveries.c.delivered_at.is_(None),
-                        deliveries.c.next_attempt_at.is_not(None),
-                        deliveries.c.next_attempt_at <= now,
-                        sa.or_(deliveries.c.lease_expires_at.is_(None), deliveries.c.lease_expires_at < now),
-                    )
-                    .order_by(deliveries.c.next_attempt_at)
-                    .limit(limit)
-                )
-            ).scalars()
-            candidate_ids = list(candidates)
-        claimed: list[dict[str, Any]] = []
-        until = now + timedelta(seconds=lease_seconds)
-        for delivery_id in candidate_ids:
-            async with self.engine.begin() as connection:
-                result = await connection.execute(
-                    sa.update(deliveries)
-                    .where(
-                        deliveries.c.id == delivery_id,
-                        deliveries.c.delivered_at.is_(None),
-                        sa.or_(deliveries.c.lease_expires_at.is_(None), deliveries.c.lease_expires_at < now),
-                    )
-                    .values(lease_owner=owner, lease_expires_at=until)
-                )
-                if result.rowcount:
-                    row = (await connection.execute(sa.select(deliveries).where(deliveries.c.id == delivery_id))).mappings().first()
-                    if row:
-                        claimed.append(dict(row))
-        return claimed
-
-    async def record_attempt(self, delivery_id: int, owner: str, values: dict[str, Any]) -> None:
-        async with self.engine.begin() as connection:
-            await connection.execute(
-                sa.update(deliveries)
-                .where(deliveries.c.id == delivery_id, deliveries.c.lease_owner == owner)
-                .values(lease_owner=None, lease_expires_at=None, **values)
-            )
-
-    async def next_delivery_due(self) -> datetime | None:
-        async with self.engine.connect() as connection:
-            result = await connection.execute(
-                sa.select(sa.func.min(deliveries.c.next_attempt_at)).where(
-                    deliveries.c.delivered_at.is_(None), deliveries.c.next_attempt_at.is_not(None)
-                )
-            )
-            value = result.scalar_one()
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
-class UploadRepository:
-    """Uploaded files' records (the bytes are in the object store, under the caller's scope)."""
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-
-    async def insert(self, row: dict[str, Any]) -> None:
-        async with self.engine.begin() as connection:
-            await connection.execute(uploads.insert(), row)
-
-    async def get(self, upload_id: str) -> dict[str, Any] | None:
-        async with self.engine.connect() as connection:
-            row = (await connection.execute(sa.select(uploads).where(uploads.c.id == upload_id))).mappings().first()
-        return dict(row) if row else None
-
-    async def delete(self, upload_id: str, caller_id: str) -> dict[str, Any] | None:
-        """Delete one of the caller's uploads; returns the deleted record (None when there was none)."""
-        async with self.engine.begin() as connection:
-            row = (
-                (await connection.execute(sa.select(uploads).where(uploads.c.id == upload_id, uploads.c.caller_id == caller_id)))
-                .mappings()
-                .first()
-            )
-            if row is None:
-                return None
-            await connection.execute(sa.delete(uploads).where(uploads.c.id == upload_id))
-        return dict(row)
-
-    async def list_for(self, caller_id: str, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
-        return await newest_first(self.engine, sa.select(uploads).where(uploads.c.caller_id == caller_id), uploads, limit, cursor)
-
-    async def purge_before(self, cutoff: datetime, limit: int = 500) -> list[dict[str, Any]]:
-        async with self.engine.begin() as connection:
-            rows = [
-                dict(row)
-                for row in (await connection.execute(sa.select(uploads).where(uploads.c.created_at < cutoff).limit(limit))).mappings()
-            ]
-            if rows:
-                await connection.execute(sa.delete(uploads).where(uploads.c.id.in_([row["id"] for row in rows])))
-        return rows
-
-
-class CheckpointRepository:
-    """Finished steps of a run's top-level pipeline, keyed by (run, invocation path)."""
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-
-    async def put(self, run_id: str, path: str, pipe_code: str, data: dict[str, Any]) -> None:
-        async with self.engine.begin() as connection:
-            await connection.execute(sa.delete(run_checkpoints).where(run_checkpoints.c.run_id == run_id, run_checkpoints.c.path == path))
-            await connection.execute(
-                run_checkpoints.insert(), {"run_id": run_id, "path": path, "pipe_code": pipe_code, "data": data, "created_at": utcnow()}
-            )
-
-    async def of_run(self, run_id: str) -> dict[str, dict[str, Any]]:
-        async with self.engine.connect() as connection:
-            rows = (await connection.execute(sa.select(run_checkpoints).where(run_checkpoints.c.run_id == run_id))).mappings()
-            return {row["path"]: dict(row) for row in rows}

@@ -1,0 +1,204 @@
+"""Builds the server's services from the settings, in one place (the API's lifespan and the Temporal worker both use
+it): the object store and fetcher, the migrated run store, the runtime, the run service with its execution mode
+chosen once, and uploads."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pipelex_server.engine.runtime import Engine
+from pipelex_server.errors import ConfigurationError
+from pipelex_server.fetch import Fetcher
+from pipelex_server.netguard import Resolver
+from pipelex_server.runs.admission import Admission
+from pipelex_server.runs.attempts import RunAttempts
+from pipelex_server.runs.callbacks import CallbackDeliverer
+from pipelex_server.runs.documents import stored_run_document
+from pipelex_server.runs.events import RunEvents
+from pipelex_server.runs.execution import RunExecution
+from pipelex_server.runs.executor import Executor
+from pipelex_server.runs.inprocess import InProcessExecutor
+from pipelex_server.runs.lifecycle import RunLifecycle
+from pipelex_server.runs.maintenance import RetentionPurge
+from pipelex_server.runs.service import RunService
+from pipelex_server.settings import Settings
+from pipelex_server.storage import ObjectStore, StorageUnavailable, make_object_store
+from pipelex_server.store.checkpoints import CheckpointRepository
+from pipelex_server.store.db import make_engine, migrate
+from pipelex_server.store.deliveries import DeliveryRepository
+from pipelex_server.store.runs import RunRepository
+from pipelex_server.store.uploads import UploadRepository
+from pipelex_server.uploads import UploadService
+
+
+@dataclass
+class Services:
+    """What the routes (and the worker) use. ``close`` releases everything ``build_services`` opened."""
+
+    settings: Settings
+    engine: Engine
+    runs: RunService
+    uploads: UploadService
+    store: ObjectStore
+    fetcher: Fetcher
+    database: AsyncEngine
+    temporal: Any = None  # the Temporal client runs are submitted to, and a worker polls (Temporal mode)
+    boot: asyncio.Task[None] | None = None
+
+    def boot_in_background(self) -> None:
+        """Boot the runtime without holding up the process (it answers 503 until ready)."""
+        self.boot = asyncio.create_task(self.engine.start(), name="runtime-boot")
+
+    async def close(self, *, grace_seconds: float) -> None:
+        await self.runs.close(grace_seconds=grace_seconds)
+        await self.uploads.close()
+        if self.boot is not None:
+            if not self.boot.done():
+                self.boot.cancel()
+            with contextlib.suppress(BaseException):
+                await self.boot
+        self.engine.stop()
+        await self.database.dispose()
+        await self.fetcher.aclose()
+        await self.store.close()
+
+
+def make_store(settings: Settings) -> Any:
+    """The object store the settings name (local directory under DATA_DIR, or S3-compatible)."""
+    try:
+        return make_object_store(
+            backend=settings.storage_backend.value,
+            data_dir=settings.data_dir,
+            s3_bucket=settings.s3_bucket,
+            s3_endpoint_url=settings.s3_endpoint_url,
+            s3_region=settings.s3_region,
+        )
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from exc
+
+
+async def open_storage(settings: Settings) -> tuple[Any, Fetcher]:
+    """The checked object store and the guarded fetcher (ConfigurationError when the storage cannot be used)."""
+    store = make_store(settings)
+    try:
+        await store.check()
+    except StorageUnavailable as exc:
+        await store.close()
+        raise ConfigurationError(f"the object storage ({settings.storage_backend.value}) cannot be used: {exc}") from exc
+    fetcher = Fetcher(
+        allow_private=settings.fetch_allow_private_hosts,
+        max_bytes=settings.fetch_max_bytes,
+        timeout_seconds=settings.fetch_timeout_seconds,
+        max_concurrency=settings.fetch_max_concurrency,
+        max_request_bytes=settings.fetch_max_request_bytes,
+        resolver=Resolver(timeout_seconds=settings.dns_timeout_seconds, max_concurrency=settings.dns_max_concurrency),
+    )
+    return store, fetcher
+
+
+async def preflight(settings: Settings) -> None:
+    """Fail fast, with a clear message, on object storage or Temporal that cannot be used (before the server binds)."""
+    store, fetcher = await open_storage(settings)
+    await fetcher.aclose()
+    await store.close()
+    if settings.is_temporal:
+        from pipelex_server.temporal.client import connect
+
+        await connect(settings)
+
+
+async def build_services(settings: Settings) -> Services:
+    """Everything the API and the worker run on, from the settings. The runtime is built, not booted: the API boots
+    it in the background (``Services.boot_in_background``), the worker before it takes work."""
+    store, fetcher = await open_storage(settings)
+    database = make_engine(settings.resolved_database_url)
+    try:
+        await migrate(database)
+        temporal = None
+        if settings.is_temporal:
+            from pipelex_server.temporal.client import connect
+
+            temporal = await connect(settings)
+        engine = Engine(settings, store=store, fetcher=fetcher)
+        runs = build_run_service(settings, database=database, engine=engine, store=store, temporal=temporal)
+        uploads = UploadService(settings=settings, repository=UploadRepository(database), store=store)
+    except BaseException:
+        await database.dispose()
+        await fetcher.aclose()
+        await store.close()
+        raise
+    return Services(
+        settings=settings, engine=engine, runs=runs, uploads=uploads, store=store, fetcher=fetcher, database=database, temporal=temporal
+    )
+
+
+def build_run_service(settings: Settings, *, database: AsyncEngine, engine: Engine, store: ObjectStore, temporal: Any = None) -> RunService:
+    """The run service and its rooms on ``database``. The execution mode is chosen here, once: in-process, or Temporal
+    (runs submitted to ``temporal``, the client)."""
+    repository, deliveries = RunRepository(database), DeliveryRepository(database)
+    instance_id = uuid.uuid4().hex
+    events = RunEvents(repository)
+    deliverer = CallbackDeliverer(
+        settings=settings,
+        repository=deliveries,
+        owner=instance_id,
+        document_for=functools.partial(stored_run_document, repository, deliveries),
+    )
+    execution = RunExecution(settings=settings, engine=engine, store=store, events=events)
+    lifecycle_for = functools.partial(
+        RunLifecycle, repository=repository, events=events, instance_id=instance_id, lease_seconds=settings.lease_seconds
+    )
+    executor: Executor
+    if settings.is_temporal:
+        from pipelex_server.temporal.executor import TemporalExecutor, workflow_delivers_callbacks
+
+        lifecycle = lifecycle_for(on_end=workflow_delivers_callbacks)
+        executor = TemporalExecutor(settings=settings, client=temporal, lifecycle=lifecycle)
+    else:
+        lifecycle = lifecycle_for(on_end=deliverer.run_ended)
+        executor = InProcessExecutor(
+            settings=settings,
+            repository=repository,
+            events=events,
+            lifecycle=lifecycle,
+            execution=execution,
+            deliverer=deliverer,
+            engine=engine,
+        )
+    return RunService(
+        settings=settings,
+        repository=repository,
+        deliveries=deliveries,
+        store=store,
+        events=events,
+        lifecycle=lifecycle,
+        admission=Admission(
+            settings=settings,
+            engine=engine,
+            repository=repository,
+            lifecycle=lifecycle,
+            executor=executor,
+            store=store,
+            resolver=deliverer.resolver,
+        ),
+        executor=executor,
+        retention=RetentionPurge(settings=settings, repository=repository, store=store),
+        attempts=RunAttempts(
+            settings=settings,
+            repository=repository,
+            deliveries=deliveries,
+            checkpoints=CheckpointRepository(database),
+            events=events,
+            lifecycle=lifecycle,
+            execution=execution,
+            deliverer=deliverer,
+        ),
+        deliverer=deliverer,
+    )
