@@ -51,9 +51,11 @@ class Admission:
         await self.admit(request)
         fingerprint = request.fingerprint()
         if not await self.is_replay(caller, run_id, fingerprint):
-            await self.check_active(caller)
 
             async def check(public_id: str) -> RunRequest:
+                # only a mode that checks (and fetches) before the run exists asks: refuse first a caller at its limit.
+                # In-process, the insert's exact check is the only one, and nothing was fetched before it.
+                await self.check_active(caller)
                 return await self.checked(caller, request, public_id, request_id)
 
             run_id, request = await self.executor.prepare_execute(run_id, request, check)
