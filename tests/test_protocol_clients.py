@@ -4,9 +4,11 @@ server in each auth mode: one server per mode, many client calls each. Plus the 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,7 +26,6 @@ from pipelex_sdk.validation_models import PipelexInvalidReport, PipelexValidatio
 
 from pipelex_server.api.protocol.answers import progress_answer
 from pipelex_server.api.protocol.problems import complete_problem
-from pipelex_server.api.protocol.requests import MAX_BUNDLE_CHARS
 from pipelex_server.errors import ApiProblem
 from pipelex_server.runs.progress import protocol_status
 from tests.support.bundles import SEED_BUNDLE, SEED_TEXT, SEQUENCE_BUNDLE
@@ -134,7 +135,7 @@ async def test_models_and_version(deployment: Deployment) -> None:
     assert llms.models and all(model.type == ModelCategory.LLM for model in llms.models)
     assert info.protocol_version == str(PROTOCOL_VERSION)
     assert info.model_extra["implementation"] == "pipelex-server"
-    assert info.blob_store is False
+    assert info.blob_store is True  # the blob routes (tests/api/test_blob_routes.py)
 
     async with deployment.mthds() as client:
         assert (await client.version()).protocol_version == str(PROTOCOL_VERSION)
@@ -270,19 +271,19 @@ async def test_failed_timed_out_and_cancelled_runs_map_onto_the_sdk_states(deplo
 
 @pytest.mark.parametrize("deployment", ["none"], indirect=True)
 async def test_files_are_checked_before_anything_runs(deployment: Deployment) -> None:
-    refusals = {
-        "../evil.mthds": ("request.unsupported", "invalid_path"),
-        "notes.txt": ("request.unsupported", "not_mthds"),
-        "big.mthds": ("request.unsupported", "too_large"),
+    refusals = {  # a method tree's own rules (more in tests/api/test_method_trees.py)
+        "../evil.mthds": ("security.input_path_refused", "rule", "parent_segment"),
+        "a\\b.mthds": ("method.package_invalid", "reason", "invalid_tree_path"),
+        "tools/helper.py": ("pipelex.deployment.custom_code_requires_sandbox", "path", "tools/helper.py"),
     }
     async with deployment.mthds() as client:
-        for name, (code, reason) in refusals.items():
-            content = "x" * (MAX_BUNDLE_CHARS + 1) if name == "big.mthds" else SEED_BUNDLE
+        for name, (code, param, value) in refusals.items():
             with pytest.raises(MthdsApiResponseError) as refused:
-                await client.start(files={name: content}, inputs={"text": SEED_TEXT})
+                await client.start(files={name: SEED_BUNDLE}, inputs={"text": SEED_TEXT})
             assert refused.value.status == 422
-            assert (refused.value.problem.code, refused.value.problem.params.model_extra["reason"]) == (code, reason)
-        by_hash = HashFileEntry.make_from_bytes(SEED_BUNDLE.encode())
+            assert (refused.value.problem.code, refused.value.problem.params.model_extra[param]) == (code, value)
+        # bytes no earlier run kept: a tree that runs is kept as the caller's blobs (tests/api/test_method_trees.py)
+        by_hash = HashFileEntry.make_from_bytes(f"{SEED_BUNDLE}# {uuid.uuid4()}\n".encode())
         with pytest.raises(MthdsApiResponseError) as missing:
             await client.execute(files={"hello.mthds": by_hash}, inputs={"text": SEED_TEXT})
         assert missing.value.problem.code == "request.blobs_missing"
@@ -354,3 +355,107 @@ def test_problems_get_the_members_protocol_readers_require() -> None:
 
     for problem in (ours, registry):
         Problem.model_validate(problem.to_document(request_id="rid"))
+
+
+# ---------------------------------------------------------------- answers the clients read (issue 12, item 4)
+
+
+@pytest.mark.parametrize("deployment", ["none"], indirect=True)
+async def test_clients_read_state_views_and_the_default_pipe(deployment: Deployment) -> None:
+    async with deployment.pipelex() as client:
+        result = await client.execute(files=SEED_FILES, inputs={"text": SEED_TEXT})
+        started = await client.start(files=SEED_FILES, inputs={"text": SEED_TEXT})
+        report = await client.validate(files=SEED_FILES, views=["input_form", "output_form"])
+        plain = await client.validate(files=SEED_FILES)
+        assert (await wait_terminal(client, started.pipeline_run_id)).status is RunStatus.COMPLETED
+    assert result.model_extra["state"] == "COMPLETED"
+    assert started.model_extra["state"] in ("STARTED", "RUNNING", "COMPLETED")
+    assert isinstance(report, PipelexValidationReport)
+    assert report.default_pipe_ref == "hello.summarize"
+    assert report.mthds_contents == [SEED_BUNDLE]
+    assert report.pipe_io_contracts["hello.summarize"].output.concept_ref == "native.Text"
+    assert report.input_form is not None and [field.name for field in report.input_form["hello.summarize"].fields] == ["text"]
+    assert report.output_form is not None and "hello.summarize" in report.output_form
+    assert report.rendered_markdown and report.rendered_markdown.startswith("# Validation passed")
+    assert isinstance(plain, PipelexValidationReport) and plain.input_form is None and plain.output_form is None
+
+    async with deployment.mthds() as bare:
+        executed = await bare.execute(pipe_code="summarize", files=SEED_FILES, inputs={"text": SEED_TEXT})
+    assert executed.model_extra["state"] == "COMPLETED"
+
+
+@pytest.mark.parametrize("deployment", ["none"], indirect=True)
+async def test_an_unknown_route_reads_as_absent_and_a_missing_run_does_not(deployment: Deployment) -> None:
+    from pipelex_sdk.errors import RunLifecycleUnavailableError
+
+    async with deployment.pipelex() as client:
+        with pytest.raises(ApiResponseError) as absent:
+            await client.get_subscription()  # a hosted-platform route this server does not serve
+        with pytest.raises(ApiResponseError) as missing:
+            await client.get_run_status("no-such-run")
+    assert absent.value.status == 404
+    assert absent.value.problem.code == "request.not_found" and absent.value.problem.domain == "input"
+    assert "/v1/billing/subscription" in absent.value.problem.detail
+    assert not isinstance(missing.value, RunLifecycleUnavailableError)
+    assert missing.value.problem.code == "run.not_found"
+    with deployment.http() as http:
+        wrong = http.get("/v1/start")
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
+    assert wrong.json()["code"] == "request.method_not_allowed" and wrong.json()["next_step"]["kind"] == "upgrade"
+
+
+# ---------------------------------------------------------------- method trees as a run source (issue 12, item 1)
+# The official client, unchanged, sends a package directory (`tree=Path(...)`): its METHODS.toml, two domains (one
+# calling the other's exported pipe) and a file no step reads. Its bad-input cases are in tests/api/test_method_trees.py.
+
+MENU_PACKAGE = Path(__file__).resolve().parent / "support" / "methods" / "menu_package"
+TREE_NOTE = "grilled fish, lemon tart TOKEN-TREE"
+
+
+def assert_tree_menu(text: str) -> None:
+    assert text.startswith("STUB: KITCHEN write a menu card for: STUB: DRAFTING"), text
+    assert text.endswith("[TOKEN-TREE]"), text
+
+
+async def test_the_sdk_runs_validates_and_starts_a_package_directory(deployment: Deployment) -> None:
+    async with deployment.pipelex() as client:
+        executed = await client.execute(tree=MENU_PACKAGE, inputs={"note": TREE_NOTE})
+        report = await client.validate(tree=MENU_PACKAGE)
+        started = await client.start(tree=MENU_PACKAGE, inputs={"note": TREE_NOTE})
+        run = await wait_terminal(client, started.pipeline_run_id)
+        results = await client.get_run_result(started.pipeline_run_id)
+    assert_tree_menu(executed.main_stuff["text"])
+    assert isinstance(report, PipelexValidationReport) and report.is_runnable
+    assert run.status is RunStatus.COMPLETED
+    assert isinstance(results, RunResultCompleted)
+    assert_tree_menu(results.result.main_stuff["text"])
+
+
+@pytest.mark.parametrize("deployment", ["none"], indirect=True)
+async def test_the_sdk_reads_the_announced_tree_limits_and_a_bad_tree_is_a_readable_problem(deployment: Deployment, tmp_path: Path) -> None:
+    async with deployment.pipelex() as client:
+        limits = await client.method_tree_limits()
+        assert (limits.max_files, limits.max_file_bytes, limits.max_total_bytes) == (1000, 32 * 1024 * 1024, 64 * 1024 * 1024)
+        package = tmp_path / "with_python"
+        shutil.copytree(MENU_PACKAGE, package)
+        (package / "kitchen" / "helper.py").write_text("import os\n")
+        with pytest.raises(ApiResponseError) as refused:
+            await client.execute(tree=package, inputs={"note": TREE_NOTE})
+        assert refused.value.status == 422
+        assert refused.value.problem.code == "pipelex.deployment.custom_code_requires_sandbox"
+        assert refused.value.problem.params.model_extra["path"] == "kitchen/helper.py"
+        # the server still serves
+        assert_tree_menu((await client.execute(tree=MENU_PACKAGE, inputs={"note": TREE_NOTE})).main_stuff["text"])
+
+
+@pytest.mark.parametrize("deployment", ["api_key"], indirect=True)
+async def test_a_package_sent_by_hash_runs_from_the_uploaded_blobs(deployment: Deployment) -> None:
+    from mthds.method_tree.lister import list_method_tree
+
+    tree = list_method_tree(MENU_PACKAGE)
+    async with deployment.mthds() as client:
+        files = await client.prepare_files(tree, inline_max_bytes=0)  # every file uploaded, then sent by hash
+        assert all(isinstance(entry, HashFileEntry) for entry in files.values())
+        executed = await client.execute(files=files, inputs={"note": TREE_NOTE})
+    main = executed.pipe_output.working_memory.root[executed.model_extra["main_stuff_name"]]
+    assert_tree_menu(main.content["text"])

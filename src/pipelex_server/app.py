@@ -13,9 +13,10 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pipelex_server.api.blob_body_limit import BodyLimitExceptBlobUploads
 from pipelex_server.api.local_guard import LocalSafetyMiddleware, allowed_host_names
-from pipelex_server.api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
-from pipelex_server.api.routes import build, health, pipeline, protocol, runs, uploads, validate
+from pipelex_server.api.middleware import RequestIdMiddleware
+from pipelex_server.api.routes import blobs, build, health, pipeline, protocol, runs, uploads, validate
 from pipelex_server.composition import build_services
 from pipelex_server.errors import PROBLEM_CONTENT_TYPE, ApiProblem, internal_error, validation_problem
 from pipelex_server.settings import AuthMode, Settings
@@ -36,7 +37,7 @@ def _problem_response(problem: ApiProblem, request: Request) -> JSONResponse:
 
 def _install_error_handlers(app: FastAPI) -> None:
     from pipelex_server.api.body_guard import unreadable_body_problem
-    from pipelex_server.api.protocol.problems import complete_problem
+    from pipelex_server.api.protocol.problems import complete_problem, is_protocol_path, routing_problem
 
     def render(problem: ApiProblem, request: Request) -> JSONResponse:
         if request.url.path.startswith("/v1/"):  # protocol readers need domain, retry and next_step on every problem
@@ -55,8 +56,13 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400:  # the framework could not decode the body: say why (depth, bytes, digits)
             return render(unreadable_body_problem(exc.__cause__), request)
+        # routing found no route (a 404 before any endpoint ran) or not this method (a 405, with the router's Allow)
+        routing = exc.status_code == 405 or (exc.status_code == 404 and "endpoint" not in request.scope)
+        if routing and is_protocol_path(request.url.path):  # the official codes, which the SDK reads as "route absent"
+            return render(routing_problem(exc.status_code, method=request.method, path=request.url.path, headers=exc.headers), request)
         code = {404: "route.not_found", 405: "route.method_not_allowed"}.get(exc.status_code, "request.invalid")
-        return render(ApiProblem(status=exc.status_code, code=code, detail=str(exc.detail)), request)
+        allow = {name: value for name, value in (exc.headers or {}).items() if name.lower() == "allow"} if exc.status_code == 405 else {}
+        return render(ApiProblem(status=exc.status_code, code=code, detail=str(exc.detail), headers=allow or None), request)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -88,7 +94,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json",
     )
     _install_error_handlers(app)
-    for router in (health.router, pipeline.router, validate.router, runs.router, uploads.router, build.router, protocol.router):
+    routers = (health.router, pipeline.router, validate.router, runs.router, uploads.router, build.router, protocol.router, blobs.router)
+    for router in routers:
         app.include_router(router)
     if settings.cors_allow_origins:
         app.add_middleware(
@@ -99,7 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["X-Request-ID", "Location"],
         )
     app.add_middleware(
-        BodySizeLimitMiddleware,
+        BodyLimitExceptBlobUploads,  # a blob upload bounds its own body (api/routes/blobs.py)
         max_bytes=settings.max_request_body_bytes,
         upload_path="/api/v1/uploads",
         upload_max_bytes=settings.upload_max_bytes,

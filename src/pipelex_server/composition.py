@@ -13,6 +13,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from pipelex_server.blob_signing import UploadSigner
+from pipelex_server.blob_uploads import BlobService
+from pipelex_server.blobs import BlobStore
 from pipelex_server.engine.runtime import Engine
 from pipelex_server.errors import ConfigurationError
 from pipelex_server.fetch import Fetcher
@@ -49,6 +52,7 @@ class Services:
     store: ObjectStore
     fetcher: Fetcher
     database: AsyncEngine
+    blobs: BlobService
     temporal: Any = None  # the Temporal client runs are submitted to, and a worker polls (Temporal mode)
     boot: asyncio.Task[None] | None = None
 
@@ -129,14 +133,31 @@ async def build_services(settings: Settings) -> Services:
         engine = Engine(settings, store=store, fetcher=fetcher)
         runs = build_run_service(settings, database=database, engine=engine, store=store, temporal=temporal)
         uploads = UploadService(settings=settings, repository=UploadRepository(database), store=store)
+        blobs = build_blob_service(settings, store=store)
     except BaseException:
         await database.dispose()
         await fetcher.aclose()
         await store.close()
         raise
     return Services(
-        settings=settings, engine=engine, runs=runs, uploads=uploads, store=store, fetcher=fetcher, database=database, temporal=temporal
+        settings=settings,
+        engine=engine,
+        runs=runs,
+        uploads=uploads,
+        store=store,
+        fetcher=fetcher,
+        database=database,
+        blobs=blobs,
+        temporal=temporal,
     )
+
+
+def build_blob_service(settings: Settings, *, store: ObjectStore) -> BlobService:
+    """The blob routes' service: the caller's blobs in ``store``, upload targets signed with BLOB_UPLOAD_SIGNING_KEY (or a
+    key of this process when it is unset)."""
+    key = settings.blob_upload_signing_key.get_secret_value().encode() if settings.blob_upload_signing_key else None
+    signer = UploadSigner(key=key, ttl_seconds=settings.blob_upload_url_ttl_seconds)
+    return BlobService(settings=settings, blobs=BlobStore(store), signer=signer)
 
 
 def build_run_service(settings: Settings, *, database: AsyncEngine, engine: Engine, store: ObjectStore, temporal: Any = None) -> RunService:

@@ -7,6 +7,7 @@ import binascii
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -101,6 +102,14 @@ class Settings(BaseSettings):
     callback_max_redeliveries: int = Field(default=5, ge=0)
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
     output_inline_max_bytes: int = Field(default=1024 * 1024, ge=0)
+    # method tree limits: the official server's names and defaults (docs/configuration.md)
+    max_method_tree_files: int = Field(default=1000, ge=1)
+    max_method_tree_file_kib: int = Field(default=32 * 1024, ge=1)
+    max_method_tree_total_kib: int = Field(default=64 * 1024, ge=1)
+    # the blob routes' upload targets (docs/protocol.md, "Blobs"): where clients reach us, the key that signs them
+    public_base_url: str | None = None
+    blob_upload_signing_key: SecretStr | None = None  # unset: a random key per process
+    blob_upload_url_ttl_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
     run_retention_days: float | None = Field(default=None, gt=0)
 
     openai_base_url: str | None = None
@@ -143,6 +152,7 @@ class Settings(BaseSettings):
             raise ConfigurationError("STORAGE_BACKEND=s3 needs S3_BUCKET (and S3_ENDPOINT_URL for a non-AWS S3-compatible server)")
         if self.completion_callback_secret is not None:
             _check_callback_secret(self.completion_callback_secret.get_secret_value())
+        _check_blob_upload_settings(self.public_base_url, self.blob_upload_signing_key)
         return self
 
     @property
@@ -178,6 +188,14 @@ class Settings(BaseSettings):
     @property
     def is_temporal(self) -> bool:
         return self.execution_mode is ExecutionMode.TEMPORAL
+
+    @property
+    def max_method_tree_file_bytes(self) -> int:
+        return self.max_method_tree_file_kib * 1024
+
+    @property
+    def max_method_tree_total_bytes(self) -> int:
+        return self.max_method_tree_total_kib * 1024
 
     @property
     def upload_max_bytes(self) -> int:
@@ -216,6 +234,25 @@ def _check_callback_secret(secret: str) -> None:
         raise ConfigurationError(
             f"COMPLETION_CALLBACK_SECRET: the whsec_ key decodes to {len(key)} bytes; at least {WHSEC_MIN_KEY_BYTES} are needed "
             "(generate one with: python -c \"import base64,os;print('whsec_'+base64.b64encode(os.urandom(32)).decode())\")"
+        )
+
+
+BLOB_UPLOAD_KEY_MIN_CHARS = 32
+
+
+def _check_blob_upload_settings(public_base_url: str | None, signing_key: SecretStr | None) -> None:
+    """PUBLIC_BASE_URL must be an absolute http(s) URL (upload targets start with it); a signing key must not be weak."""
+    if public_base_url is not None:
+        parts = urlsplit(public_base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise ConfigurationError(
+                f"PUBLIC_BASE_URL={public_base_url!r} must be an absolute http or https URL without a query or fragment, "
+                "such as https://runner.example.com or https://example.com/pipelex"
+            )
+    if signing_key is not None and len(signing_key.get_secret_value().strip()) < BLOB_UPLOAD_KEY_MIN_CHARS:
+        raise ConfigurationError(
+            f"BLOB_UPLOAD_SIGNING_KEY must hold at least {BLOB_UPLOAD_KEY_MIN_CHARS} characters "
+            '(generate one with: python -c "import secrets;print(secrets.token_urlsafe(32))")'
         )
 
 

@@ -10,6 +10,11 @@ from pipelex_server.api.body_guard import GuardedBody
 
 RUN_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 MAX_CALLBACK_URLS = 5
+FILES_DESCRIPTION = (
+    "The method as its whole tree (METHODS.toml, .mthds bundles, the files its steps read): tree path -> file entry, "
+    'the file\'s text, {"base64": ...} or {"sha256": ..., "size": ...} for a blob the caller already holds. '
+    "Within MAX_METHOD_TREE_FILES / _FILE_KIB / _TOTAL_KIB; no .py file. Send it or mthds_contents, not both."
+)
 
 
 class PipelineRequest(GuardedBody):
@@ -38,6 +43,7 @@ class PipelineRequest(GuardedBody):
     mthds_contents: list[Annotated[str, Field(max_length=4 * 1024 * 1024)]] | None = Field(
         default=None, max_length=64, description="Raw .mthds (TOML) file contents; always a list."
     )
+    files: dict[str, Any] | None = Field(default=None, description=FILES_DESCRIPTION)
     inputs: dict[str, Any] | None = Field(default=None, description="Pipeline inputs by name (see docs/pipe-run.md).")
     output_name: str | None = Field(default=None, max_length=256)
     output_multiplicity: bool | int | None = None
@@ -52,7 +58,8 @@ class PipelineRequest(GuardedBody):
 class ValidateRequest(GuardedBody):
     model_config = ConfigDict(extra="forbid")
 
-    mthds_contents: list[Annotated[str, Field(max_length=4 * 1024 * 1024)]] = Field(min_length=1, max_length=64)
+    mthds_contents: list[Annotated[str, Field(max_length=4 * 1024 * 1024)]] | None = Field(default=None, min_length=1, max_length=64)
+    files: dict[str, Any] | None = Field(default=None, description=FILES_DESCRIPTION)
     pipe_code: str | None = Field(default=None, min_length=1, max_length=512)
 
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 from typing import Any
 
+from pipelex_server.engine.method_tree import written_tree
+from pipelex_server.engine.method_tree_files import MethodTreeFiles
 from pipelex_server.engine.types import Checkpoints, ProgressSink, RunOutcome
 from pipelex_server.fetch import Fetcher
 from pipelex_server.settings import Settings
@@ -33,6 +36,16 @@ def _call_arguments(
     }
 
 
+async def _tree_source(stack: contextlib.AsyncExitStack, tree: MethodTreeFiles | None, arguments: dict[str, Any]) -> Path | None:
+    """Write a method tree for the call (removed when ``stack`` closes) and point ``arguments`` at its entry pipe;
+    the directory to load as the caller's library, or None when the request sends no tree."""
+    if tree is None:
+        return None
+    written = await stack.enter_async_context(written_tree(tree, pipe_code=arguments["pipe_code"]))
+    arguments["pipe_code"], arguments["mthds_contents"] = written.pipe_code, None
+    return written.directory
+
+
 class _SetupChecked(Exception):
     """Raised by the setup-only pipe run once the job is built: the bundle and inputs are valid."""
 
@@ -58,17 +71,24 @@ class Execution:
         self.store = store
         self.fetcher = fetcher
 
-    def _runner(self, *, dry_run: bool, scope: str, storage_scope: str, has_bundle: bool, pipe_run: Any = None) -> Any:
+    def _runner(
+        self, *, dry_run: bool, scope: str, storage_scope: str, has_bundle: bool, pipe_run: Any = None, tree_dir: Path | None = None
+    ) -> Any:
         from pipelex.config import get_config
         from pipelex.pipeline.runner import PipelexMTHDSProtocol
         from pipelex.system.pipe_run_mode import PipeRunMode
 
-        # An inline bundle is self-contained; only a bare pipe_code reaches the server's own library.
-        library_dirs: list[str] = [] if has_bundle else [str(path) for path in self.settings.library_dirs]
+        # An inline bundle is self-contained; only a bare pipe_code reaches the server's own library. A method tree is
+        # the caller's one library directory: a refusal while loading it is the caller's invalid method.
+        if tree_dir is not None:
+            library_dirs = [str(tree_dir)]
+        else:
+            library_dirs = [] if has_bundle else [str(path) for path in self.settings.library_dirs]
         execution_config = get_config().interpreter.pipeline_execution.with_execution_overrides(generate_graph=False)
         return PipelexMTHDSProtocol(
             pipe_run_mode=PipeRunMode.DRY if dry_run else PipeRunMode.LIVE,
             library_dirs=library_dirs,
+            library_dirs_are_callers=tree_dir is not None,
             user_id=scope,
             storage_scope=storage_scope,
             read_scope=scope,
@@ -91,6 +111,7 @@ class Execution:
         request_id: str | None,
         progress: ProgressSink | None = None,
         checkpoints: Checkpoints | None = None,
+        tree: MethodTreeFiles | None = None,
     ) -> RunOutcome:
         """Run one pipeline to its end (see ``Engine.execute``). Raises ``ApiProblem`` for every failure."""
         from pipelex import runtime_hub
@@ -119,16 +140,25 @@ class Execution:
         elif observer is not None:
             router = PipeRouter(observer=observer)
         pipe_run = PipeRun(pipe_router=router) if router is not None else None
-        runner = self._runner(dry_run=dry_run, scope=scope, storage_scope=storage_scope, has_bundle=bool(mthds_contents), pipe_run=pipe_run)
         event_log = RunEventLog(progress)
         resolution = InputResolution(store=self.store, fetcher=self.fetcher, storage_scope=storage_scope)
         try:
-            with (
-                bound(self.store, resolution),
-                runtime_hub.scoped_event_log(event_log),
-                scoped_pipe_router(router) if router else contextlib.nullcontext(),
-            ):
-                result = await runner.execute(**arguments)
+            async with contextlib.AsyncExitStack() as stack:
+                tree_dir = await _tree_source(stack, tree, arguments)
+                runner = self._runner(
+                    dry_run=dry_run,
+                    scope=scope,
+                    storage_scope=storage_scope,
+                    has_bundle=bool(mthds_contents),
+                    pipe_run=pipe_run,
+                    tree_dir=tree_dir,
+                )
+                with (
+                    bound(self.store, resolution),
+                    runtime_hub.scoped_event_log(event_log),
+                    scoped_pipe_router(router) if router else contextlib.nullcontext(),
+                ):
+                    result = await runner.execute(**arguments)
             outcome = shape_outcome(result)
             outcome.input_rewrites = resolution.rewrites
             return outcome
@@ -152,6 +182,7 @@ class Execution:
         scope: str,
         storage_scope: str,
         request_id: str | None,
+        tree: MethodTreeFiles | None = None,
     ) -> dict[str, str]:
         """The run's setup alone (see ``Engine.check``). Returns the URL rewrites (original URL -> storage URI)."""
         from pipelex_server.engine.problems import problem_from_exception
@@ -160,13 +191,20 @@ class Execution:
         arguments = _call_arguments(
             pipe_code, mthds_contents, inputs, output_name, output_multiplicity, dynamic_output_concept_ref, request_id
         )
-        runner = self._runner(
-            dry_run=dry_run, scope=scope, storage_scope=storage_scope, has_bundle=bool(mthds_contents), pipe_run=_SetupOnlyPipeRun()
-        )
         resolution = InputResolution(store=self.store, fetcher=self.fetcher, storage_scope=storage_scope)
         try:
-            with bound(self.store, resolution):
-                await runner.execute(**arguments)
+            async with contextlib.AsyncExitStack() as stack:
+                tree_dir = await _tree_source(stack, tree, arguments)
+                runner = self._runner(
+                    dry_run=dry_run,
+                    scope=scope,
+                    storage_scope=storage_scope,
+                    has_bundle=bool(mthds_contents),
+                    pipe_run=_SetupOnlyPipeRun(),
+                    tree_dir=tree_dir,
+                )
+                with bound(self.store, resolution):
+                    await runner.execute(**arguments)
         except _SetupChecked:
             return resolution.rewrites
         except asyncio.CancelledError:

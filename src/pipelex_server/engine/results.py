@@ -8,6 +8,7 @@ from pipelex.reporting.usage_records import dump_tokens_usage_records
 
 from pipelex_server.engine.problems import problem_from_exception
 from pipelex_server.engine.types import RunOutcome
+from pipelex_server.engine.validation_views import invalid_views, valid_views
 
 
 def shape_usage(records: list[dict[str, Any]] | None) -> dict[str, Any]:
@@ -56,7 +57,10 @@ def _pipe_structures(report: dict[str, Any]) -> dict[str, Any]:
     return structures
 
 
-def shape_validation(report: Any, *, pipe_code: str | None) -> dict[str, Any]:
+def shape_validation(report: Any, *, pipe_code: str | None, entry_pipe_ref: str | None = None) -> dict[str, Any]:
+    """The runtime's report -> our verdict; `protocol_report` holds what only /v1/validate answers.
+
+    `entry_pipe_ref`: a method tree's entry pipe (its default_pipe_ref), which the primary blueprint cannot tell."""
     dump = report.model_dump(mode="json", serialize_as_any=True, by_alias=True)
     structures = _pipe_structures(dump)
     if pipe_code:
@@ -70,6 +74,7 @@ def shape_validation(report: Any, *, pipe_code: str | None) -> dict[str, Any]:
                 "pipelex_bundle_blueprint": dump.get("bundle_blueprint"),
                 "pipe_structures": {},
                 "graph_spec": None,
+                "protocol_report": invalid_views([{"code": "request.pipe_not_found", "detail": detail}], detail),
             }
     runnable = bool(dump.get("is_runnable", True))
     return {
@@ -83,6 +88,7 @@ def shape_validation(report: Any, *, pipe_code: str | None) -> dict[str, Any]:
         "validated_pipes": dump.get("validated_pipes") or [],
         "pending_signatures": dump.get("pending_signatures") or [],
         "is_runnable": runnable,
+        "protocol_report": valid_views(report, dump, entry_pipe_ref=entry_pipe_ref),
     }
 
 
@@ -100,4 +106,5 @@ def shape_validation_failure(exc: BaseException) -> dict[str, Any]:
         "pipelex_bundle_blueprint": None,
         "pipe_structures": {},
         "graph_spec": None,
+        "protocol_report": invalid_views(items, document["detail"]),
     }

@@ -13,9 +13,11 @@ import os
 import time
 from typing import Any
 
+from pipelex_server.blobs import BlobStore
 from pipelex_server.engine.boot import acquire_runtime, import_runtime, prepare_environment, release_runtime
 from pipelex_server.engine.execution import Execution
 from pipelex_server.engine.home import plan_inference
+from pipelex_server.engine.method_tree_files import MethodTreeFiles, TreeLimits, read_method_tree
 from pipelex_server.engine.readiness import Readiness
 from pipelex_server.engine.types import Checkpoints, ProgressSink, RunOutcome
 from pipelex_server.engine.validation import Validator
@@ -42,6 +44,12 @@ class Engine:
         self.boot_seconds: float | None = None
         self.execution = Execution(settings, store=store, fetcher=fetcher)
         self.validator = Validator(settings)
+        self.blobs = BlobStore(store)
+        self.tree_limits = TreeLimits(
+            max_files=settings.max_method_tree_files,
+            max_file_bytes=settings.max_method_tree_file_bytes,
+            max_total_bytes=settings.max_method_tree_total_bytes,
+        )
         self._acquired = False
 
     @property
@@ -148,8 +156,10 @@ class Engine:
         request_id: str | None,
         progress: ProgressSink | None = None,
         checkpoints: Checkpoints | None = None,
+        tree: MethodTreeFiles | None = None,
     ) -> RunOutcome:
-        """Run one pipeline to its end. Raises ``ApiProblem`` for every failure (already translated).
+        """Run one pipeline to its end. Raises ``ApiProblem`` for every failure (already translated). A method
+        ``tree`` is the run's source in place of ``mthds_contents`` (see ``engine/method_tree.py``).
 
         ``scope`` is the caller's namespace (what the run may read); ``storage_scope`` the run's own prefix under it,
         where fetched and relocated inputs are stored. With ``checkpoints``, each finished step of the top-level
@@ -169,6 +179,7 @@ class Engine:
             request_id=request_id,
             progress=progress,
             checkpoints=checkpoints,
+            tree=tree,
         )
 
     async def check(
@@ -184,6 +195,7 @@ class Engine:
         scope: str,
         storage_scope: str,
         request_id: str | None,
+        tree: MethodTreeFiles | None = None,
     ) -> dict[str, str]:
         """Everything a run does before its first pipe: parse and load the bundle, resolve the pipe, shape the
         inputs (remote and ``data:`` inputs are fetched and stored). Raises the same problem the run would (422 for
@@ -201,11 +213,39 @@ class Engine:
             scope=scope,
             storage_scope=storage_scope,
             request_id=request_id,
+            tree=tree,
         )
 
-    async def validate(self, *, mthds_contents: list[str], pipe_code: str | None) -> dict[str, Any]:
+    async def validate(
+        self, *, mthds_contents: list[str] | None, pipe_code: str | None, tree: MethodTreeFiles | None = None
+    ) -> dict[str, Any]:
         """Static validation plus a dry run of every pipe; a verdict for any text (cached by content hash)."""
-        return await self.validator.validate(mthds_contents=mthds_contents, pipe_code=pipe_code)
+        return await self.validator.validate(mthds_contents=mthds_contents, pipe_code=pipe_code, tree=tree)
+
+    # ---------------------------------------------------------------- method trees
+
+    async def read_method_tree(self, files_document: str, *, scope: str) -> MethodTreeFiles:
+        """A request's `files` map (its JSON text) read into a method tree, hash entries from the caller's blobs;
+        ``ApiProblem`` (4xx) for every refusal (see ``engine/method_tree_files.py``)."""
+        return await read_method_tree(files_document, blobs=self.blobs, scope=scope, limits=self.tree_limits)
+
+    async def stored_method_tree(self, hashes: dict[str, str], *, scope: str) -> MethodTreeFiles:
+        """A tree accepted earlier, read back from the caller's blobs (tree path -> SHA-256), as a worker on another
+        host reads it. 422 ``request.blobs_missing`` when a blob is gone."""
+        found = await self.blobs.get_many(scope, hashes.values())
+        missing = sorted(sha256 for sha256, data in found.items() if data is None)
+        if missing:
+            raise ApiProblem(
+                status=422,
+                code="request.blobs_missing",
+                detail="The run's method tree is no longer held in storage: " + ", ".join(missing) + ".",
+                params={"missing_blobs": missing},
+            )
+        return MethodTreeFiles.of({path: found[sha256] or b"" for path, sha256 in hashes.items()})
+
+    async def store_method_tree(self, tree: MethodTreeFiles, *, scope: str) -> None:
+        """Keep a tree's files content-addressed under the caller's scope (a blob already held is not written again)."""
+        await self.blobs.put_many(scope, tree.contents)
 
     async def models(self) -> dict[str, Any]:
         from pipelex.pipeline.runner import PipelexMTHDSProtocol

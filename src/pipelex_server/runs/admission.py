@@ -1,5 +1,6 @@
 """Everything decided before a run exists: the URL-input limit, the runtime's readiness, the live check, callback URL
-checks, the per-caller limit of active runs, the bundle and input check, and the idempotent create-or-replay."""
+checks, the per-caller limit of active runs, the bundle and input check, keeping a method tree's files as blobs, and the
+idempotent create-or-replay."""
 
 from __future__ import annotations
 
@@ -59,6 +60,7 @@ class Admission:
                 return await self.checked(caller, request, public_id, request_id)
 
             run_id, request = await self.executor.prepare_execute(run_id, request, check)
+            await self.store_tree(caller, request)
         row, created = await self.create_or_replay(caller=caller, request=request, run_id=run_id, kind="execute", fingerprint=fingerprint)
         return row, created, request
 
@@ -73,7 +75,9 @@ class Admission:
         if stored is None:
             await self.check_active(caller)  # before fetching anything for a request that would be refused
         run_id = run_id or new_public_id()
-        stored = stored or await self.checked(caller, request, run_id, request_id)
+        if stored is None:
+            stored = await self.checked(caller, request, run_id, request_id)
+            await self.store_tree(caller, stored)
         row, created = await self.create_or_replay(caller=caller, request=stored, run_id=run_id, kind="start", fingerprint=fingerprint)
         return row, created, stored
 
@@ -124,13 +128,23 @@ class Admission:
         A refused request leaves nothing stored behind (unless the id is an existing run of this caller's)."""
         try:
             rewrites = await self.engine.check(
-                **request.engine_arguments(), scope=caller.scope, storage_scope=run_prefix(caller.scope, run_id), request_id=request_id
+                **request.engine_arguments(),
+                scope=caller.scope,
+                storage_scope=run_prefix(caller.scope, run_id),
+                request_id=request_id,
+                tree=request.tree_files,
             )
         except BaseException:
             if await self.repository.get_public(caller.id, run_id) is None:
                 await delete_stored(self.store, caller.id, run_id)
             raise
         return request.with_rewritten_urls(rewrites)
+
+    async def store_tree(self, caller: Caller, request: RunRequest) -> None:
+        """Keep a method tree's files as the caller's blobs once the request is accepted, so the run reads exactly
+        what was accepted wherever it executes (a blob already held is not written again)."""
+        if request.tree_files is not None:
+            await self.engine.store_method_tree(request.tree_files, scope=caller.scope)
 
     async def create_or_replay(
         self, *, caller: Caller, request: RunRequest, run_id: str | None, kind: str, fingerprint: str | None = None

@@ -42,9 +42,16 @@ def run_document(row: dict[str, Any], deliveries: list[dict[str, Any]] | None = 
 
 
 async def stored_run_document(runs: RunRepository, deliveries: DeliveryRepository, key: str) -> dict[str, Any] | None:
-    """The run document of the run stored under ``key`` (what its callbacks send); None when it is gone."""
+    """The run document of the run stored under ``key`` (what its callbacks send); None when it is gone.
+
+    A callback body also carries ``state`` as the official server's completion callbacks say it: ``COMPLETED``, or
+    ``FAILED`` for every other ending (``pipeline_state`` keeps the exact one)."""
     row = await runs.get(key)
-    return run_document(row, await deliveries.deliveries_of(key)) if row else None
+    if not row:
+        return None
+    document = run_document(row, await deliveries.deliveries_of(key))
+    document["state"] = "COMPLETED" if row["state"] == "COMPLETED" else "FAILED"
+    return document
 
 
 def execute_answer(row: dict[str, Any]) -> dict[str, Any]:

@@ -68,8 +68,12 @@ class RunExecution:
             # a run re-queued at boot may get here before the runtime is up: it waits as long as the boot takes
             await self.engine.wait_ready(timeout=math.inf)
             async with asyncio.timeout(timeout if remaining_seconds is None else remaining_seconds):
+                tree = request.tree_files
+                if tree is None and request.tree is not None:  # executed elsewhere than accepted: read back
+                    tree = await self.engine.stored_method_tree(request.tree, scope=caller.scope)
                 outcome = await self.engine.execute(
                     **request.engine_arguments(),
+                    tree=tree,
                     scope=caller.scope,
                     storage_scope=run_prefix(caller.scope, row["public_id"]),
                     request_id=request_id,

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipelex_server.engine.method_tree_files import MethodTreeFiles
 
 # A run's own time limit is final, whatever the failure inside it.
 NOT_RETRYABLE_CODES = frozenset({"run.timed_out"})
@@ -40,7 +43,11 @@ class Caller:
 
 @dataclass(frozen=True)
 class RunRequest:
-    """The pipeline part of an execute/start body, as plain JSON."""
+    """The pipeline part of an execute/start body, as plain JSON.
+
+    A method tree travels as ``tree`` (tree path -> SHA-256 of the file, the files kept as the caller's blobs) and
+    ``tree_digest``; ``tree_files`` holds its bytes while the request is in hand, and is never stored: a run executed
+    elsewhere (a requeued run, a Temporal worker) reads the files back from the blobs."""
 
     pipe_code: str | None
     mthds_contents: list[str] | None
@@ -50,9 +57,12 @@ class RunRequest:
     dynamic_output_concept_ref: str | None
     dry_run: bool
     callback_urls: list[str]
+    tree: dict[str, str] | None = None
+    tree_digest: str | None = None
+    tree_files: MethodTreeFiles | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        document = {
             "pipe_code": self.pipe_code,
             "mthds_contents": self.mthds_contents,
             "inputs": self.inputs,
@@ -62,6 +72,10 @@ class RunRequest:
             "dry_run": self.dry_run,
             "callback_urls": self.callback_urls,
         }
+        if self.tree is not None:  # absent otherwise, so the fingerprint of a request without a tree is unchanged
+            document["tree"] = self.tree
+            document["tree_digest"] = self.tree_digest
+        return document
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunRequest:
@@ -74,6 +88,8 @@ class RunRequest:
             dynamic_output_concept_ref=data.get("dynamic_output_concept_ref"),
             dry_run=bool(data.get("dry_run")),
             callback_urls=list(data.get("callback_urls") or []),
+            tree=data.get("tree"),
+            tree_digest=data.get("tree_digest"),
         )
 
     def fingerprint(self) -> str:
@@ -87,9 +103,11 @@ class RunRequest:
         return replace(self, inputs=rewrite_urls(self.inputs, rewrites))
 
     def engine_arguments(self) -> dict[str, Any]:
-        """What the engine needs to run it: everything but the callbacks, which are the run service's."""
+        """What the engine needs to run it: everything but the callbacks, which are the run service's, and the tree,
+        which the caller hands over as files (``tree_files``, or read back from the blobs)."""
         arguments = self.to_json()
-        del arguments["callback_urls"]
+        for name in ("callback_urls", "tree", "tree_digest"):
+            arguments.pop(name, None)
         return arguments
 
 

@@ -4,6 +4,7 @@
 - ``{scope}/runs/{run_id}/assets/…``  inputs the runtime relocated (``data:`` URLs)
 - ``{scope}/runs/{run_id}/output.json``  an output too large to inline in the run document
 - ``{scope}/uploads/{upload_id}.{ext}``  uploaded files
+- ``{scope}/blobs/{sha256[:2]}/{sha256}``  content-addressed blobs: method tree files, uploaded blobs (``blobs.py``)
 
 Caller ids and run ids match ``[A-Za-z0-9_-]{1,128}``, so a key never escapes its scope.
 """
@@ -35,3 +36,8 @@ def upload_key(scope: str, upload_id: str, extension: str) -> str:
 
 def upload_prefix(scope: str) -> str:
     return f"{scope}/uploads"
+
+
+def blob_key(scope: str, sha256: str) -> str:
+    """A content-addressed blob of the caller (``sha256``: 64 lower-case hex digits, checked by the caller)."""
+    return f"{scope}/blobs/{sha256[:2]}/{sha256}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from mthds.protocol.models import ModelCategory
@@ -26,29 +27,43 @@ def _pipe_output(document: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# What the official server adds to a run's answer when it has it: the crate's fingerprint, a method_ref's provenance.
+_PROVENANCE_MEMBERS = ("crate_fingerprint", "method_provenance")
+
+
+def _provenance(answer: dict[str, Any]) -> dict[str, Any]:
+    return {name: answer[name] for name in _PROVENANCE_MEMBERS if answer.get(name) is not None}
+
+
 def execute_answer(answer: dict[str, Any]) -> dict[str, Any]:
-    """RunService.execute's answer -> the protocol's RunResultExecute (base fields, then our extensions)."""
+    """RunService.execute's answer -> the protocol's RunResultExecute (base fields, then our extensions).
+
+    `state` is the run's state as the official server names it (its RunState: COMPLETED here)."""
     return {
         "pipeline_run_id": answer["pipeline_run_id"],
         "pipe_output": _pipe_output(answer),
         "main_stuff_name": answer["main_stuff_name"],
+        "state": answer["pipeline_state"],
         "status": "COMPLETED",
         "pipeline_state": answer["pipeline_state"],
         "created_at": answer["created_at"],
         "finished_at": answer["finished_at"],
         "usage": answer["usage"],
         "dry_run": answer["dry_run"],
+        **_provenance(answer),
     }
 
 
 def start_answer(answer: dict[str, Any]) -> dict[str, Any]:
-    """RunService.start's answer -> the protocol's RunResultStart."""
+    """RunService.start's answer -> the protocol's RunResultStart; `state` as the official server names it."""
     return {
         "pipeline_run_id": answer["pipeline_run_id"],
+        "state": answer["pipeline_state"],
         "status": protocol_status(answer["pipeline_state"]),
         "pipeline_state": answer["pipeline_state"],
         "created_at": answer["created_at"],
         "workflow_id": answer["workflow_id"],
+        **_provenance(answer),
     }
 
 
@@ -157,31 +172,48 @@ def progress_answer(document: dict[str, Any], events: list[dict[str, Any]]) -> d
 # ---------------------------------------------------------------- validate, models, version
 
 
-def validate_answer(verdict: dict[str, Any], *, markdown: bool) -> dict[str, Any]:
-    """Engine.validate's verdict -> the protocol's ValidationResult (discriminated on is_valid)."""
+VALIDATION_VIEWS = ("input_form", "output_form")  # the `views` tokens; any other token is ignored
+
+
+def validate_answer(
+    verdict: dict[str, Any], *, markdown: bool, views: Collection[str] = (), mthds_contents: list[str] | None = None
+) -> dict[str, Any]:
+    """Engine.validate's verdict -> the protocol's ValidationResult (discriminated on is_valid), as the official server
+    answers it: members with no value are absent; `input_form` and `output_form` only when `views` names them,
+    `rendered_markdown` only when `markdown` is asked for; `mthds_contents` echoes the contents validated."""
     message = str(verdict.get("message") or "")
+    report = verdict.get("protocol_report") or {}
     if verdict.get("success"):
         answer: dict[str, Any] = {
             "is_valid": True,
             "bundle_blueprint": verdict.get("pipelex_bundle_blueprint") or {},
+            "pipe_io_contracts": report.get("pipe_io_contracts") or {},
+            "liftable_pipes": report.get("liftable_pipes") or [],
+            "tree_files_read": report.get("tree_files_read") or {},
+            "tree_file_readers": report.get("tree_file_readers") or {},
             "graph_spec": verdict.get("graph_spec"),
             "validated_pipes": verdict.get("validated_pipes") or [],
             "pending_signatures": verdict.get("pending_signatures") or [],
             "is_runnable": bool(verdict.get("is_runnable", True)),
             "message": message,
-            "warnings": [item for item in map(protocol_item, verdict.get("warnings") or []) if item],
+            "warnings": [item for item in map(protocol_item, report.get("warnings") or []) if item],
+            "mthds_contents": mthds_contents,
+            "default_pipe_ref": report.get("default_pipe_ref"),
             "pipe_structures": verdict.get("pipe_structures") or {},
         }
+        for view in VALIDATION_VIEWS:
+            if view in views:
+                answer[view] = report.get(view) or {}
         if markdown:
-            answer["rendered_markdown"] = f"**Valid.** {message}"
-        return answer
-    errors = [item for item in map(protocol_item, verdict.get("errors") or []) if item]
+            answer["rendered_markdown"] = report.get("rendered_markdown") or f"# Validation passed\n\n{message}"
+        return {key: value for key, value in answer.items() if value is not None}
+    errors = [item for item in map(protocol_item, report.get("errors") or verdict.get("errors") or []) if item]
     if not errors:
         errors = [{"code": "method.invalid", "detail": message or "The method does not validate."}]
     answer = {"is_valid": False, "errors": errors, "pending_signatures": [], "is_runnable": False, "message": message}
     if markdown:
         lines = "\n".join(f"- `{item['code']}`: {item['detail']}" for item in errors)
-        answer["rendered_markdown"] = f"**Invalid.** {message}\n\n{lines}"
+        answer["rendered_markdown"] = report.get("rendered_markdown") or f"# Validation failed\n\n{message}\n\n{lines}"
     return answer
 
 
@@ -205,12 +237,18 @@ def models_answer(deck: dict[str, Any], category: ModelCategory | None) -> dict[
     return {**deck, "models": [model for model in deck.get("models") or [] if model.get("type") == category.value]}
 
 
-def version_answer(*, implementation_version: str, versions: dict[str, str]) -> dict[str, Any]:
-    return {
+def version_answer(
+    *, implementation_version: str, versions: dict[str, str], method_tree_limits: dict[str, int] | None = None
+) -> dict[str, Any]:
+    answer: dict[str, Any] = {
         "protocol_version": versions["protocol_version"],
         "runner_version": implementation_version,
-        "blob_store": False,
+        "blob_store": True,  # POST /v1/blobs/missing and PUT /v1/blobs/{sha256} (api/routes/blobs.py)
         "implementation": IMPLEMENTATION,
         "implementation_version": implementation_version,
         "runtime_version": versions["runtime_version"],
     }
+    if method_tree_limits is not None:
+        # the SDKs list a tree under these before sending it (pipelex_sdk reads limits.method_tree.max_files, ...)
+        answer["limits"] = {"method_tree": method_tree_limits}
+    return answer

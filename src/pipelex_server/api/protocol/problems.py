@@ -5,10 +5,11 @@ The official clients parse every error as a protocol `Problem`, which requires `
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from mthds.protocol.problem.client_problems import render_template
-from mthds.protocol.problem.registry import CORE_CODE_SPECS, ProblemDomain, RetryVerdict, StepKind
+from mthds.protocol.problem.registry import CORE_CODE_SPECS, CoreCode, ProblemDomain, RetryVerdict, StepKind
 
 from pipelex_server.errors import MTHDS_TYPE_BASE, ApiProblem
 
@@ -70,6 +71,39 @@ def protocol_members(code: str, status: int | None, params: dict[str, Any] | Non
     else:
         domain, retry, kind, detail = ProblemDomain.RUNTIME, RetryVerdict.NO, StepKind.REPORT, "Report the problem with its request_id."
     return {"domain": domain.value, "retry": retry.value, "next_step": {"kind": kind.value, "detail": detail}}
+
+
+PROTOCOL_PREFIX = "/v1"
+_SHOWN_PATH_CHARS = 200
+
+
+def is_protocol_path(path: str) -> bool:
+    return path == PROTOCOL_PREFIX or path.startswith(PROTOCOL_PREFIX + "/")
+
+
+def routing_problem(status: int, *, method: str, path: str, headers: Mapping[str, str] | None) -> ApiProblem:
+    """A /v1 request no route serves, as the official server answers it: 404 `request.not_found`, or 405
+    `request.method_not_allowed` with the `Allow` header the router gave (the SDK reads `request.not_found` as "this
+    route is absent", any other code as the route's own answer)."""
+    shown = path if len(path) <= _SHOWN_PATH_CHARS else path[:_SHOWN_PATH_CHARS] + "..."
+    allow = {name: value for name, value in (headers or {}).items() if name.lower() == "allow"}
+    if status == 405:
+        spec = CORE_CODE_SPECS[CoreCode.REQUEST_METHOD_NOT_ALLOWED]
+        accepted = next(iter(allow.values()), "")
+        detail = f"The route {shown} does not accept {method}" + (f"; it accepts {accepted}." if accepted else ".")
+    else:
+        spec = CORE_CODE_SPECS[CoreCode.REQUEST_NOT_FOUND]
+        detail = f"This runner serves no route {method} {shown}."
+    problem = ApiProblem(
+        status=spec.status or status,
+        code=spec.code,
+        detail=detail,
+        title=spec.title,
+        type_uri=MTHDS_TYPE_BASE + spec.code,
+        headers=allow if status == 405 else None,
+    )
+    complete_problem(problem)
+    return problem
 
 
 def complete_problem(problem: ApiProblem) -> None:

@@ -1,25 +1,29 @@
 """Protocol run and validate requests: their bodies, and their parsing into the run service's `RunRequest`.
 
 The official clients (`mthds`'s `MthdsAPIClient`, `pipelex-sdk`'s `PipelexAPIClient`) send a method as `files`
-(tree path -> file entry); only inline `.mthds` files are accepted.
+(tree path -> file entry: text, `{"base64": ...}` or `{"sha256": ..., "size": ...}`), its whole tree, any file type;
+it is read by the standard's reader (`engine/method_tree_files.py`). The seed routes take `files` too.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from mthds.method_tree.file_entry import Base64FileEntry, FileEntry, HashFileEntry
-from mthds.method_tree.tree_path import tree_path_violation
+from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipelex_server.api.body_guard import GuardedBody, check_bundle_text, refuse_nul
-from pipelex_server.api.schemas import MAX_CALLBACK_URLS, RUN_ID_PATTERN
+from pipelex_server.api.schemas import FILES_DESCRIPTION, MAX_CALLBACK_URLS, RUN_ID_PATTERN
+from pipelex_server.engine.method_tree_files import MethodTreeFiles, files_document, shown
 from pipelex_server.errors import ApiProblem
-from pipelex_server.runs.model import RunRequest
+from pipelex_server.runs.model import Caller, RunRequest
 
-BUNDLE_SUFFIX = ".mthds"
+if TYPE_CHECKING:
+    from pipelex_server.engine.runtime import Engine
+
+TOML_SUFFIXES = (".mthds", ".toml")  # files TOML parsers read: their nesting is bounded like inline bundles
 MAX_BUNDLE_FILES = 64
 MAX_BUNDLE_CHARS = 4 * 1024 * 1024
 
@@ -30,7 +34,7 @@ class ProtocolRunRequest(GuardedBody):
     model_config = ConfigDict(extra="allow")  # unknown extensions (method_ref, method_id, ...) are refused by name
 
     pipe_code: str | None = Field(default=None, min_length=1, max_length=512)
-    files: dict[str, FileEntry] | None = Field(default=None, description="The method: tree path -> file entry (only .mthds files).")
+    files: dict[str, Any] | None = Field(default=None, description=FILES_DESCRIPTION)
     inputs: dict[str, Any] | None = None
     output_name: str | None = Field(default=None, max_length=256)
     output_multiplicity: bool | int | None = None
@@ -47,7 +51,7 @@ class ProtocolValidateRequest(GuardedBody):
 
     model_config = ConfigDict(extra="allow")
 
-    files: dict[str, FileEntry] | None = None
+    files: dict[str, Any] | None = Field(default=None, description=FILES_DESCRIPTION)
     allow_signatures: bool = False  # the runtime's verdict is the same either way (signatures never invalidate)
     render: list[str] | None = None
     views: list[str] | None = None
@@ -75,65 +79,60 @@ def _unsupported(field: str, reason: str, detail: str, **params: Any) -> ApiProb
     )
 
 
-def bundle_contents(files: dict[str, Any] | None, mthds_contents: list[str] | None) -> list[str] | None:
-    """The bundle texts a `files` map carries, in tree path order. Only inline `.mthds` files are accepted."""
-    if files is None:
-        return mthds_contents
-    if mthds_contents is not None:
-        raise _unsupported("files", "two_sources", "Send the method either as files or as mthds_contents, not both.")
-    if not files:
-        raise _unsupported("files", "empty", "files holds no file: send at least one .mthds file.")
-    if len(files) > MAX_BUNDLE_FILES:
-        raise _unsupported("files", "too_many_files", f"files holds {len(files)} files; at most {MAX_BUNDLE_FILES} are accepted.")
-    missing = [entry.sha256 for entry in files.values() if isinstance(entry, HashFileEntry)]
-    if missing:
+def check_sources(files: dict[str, Any] | None, mthds_contents: list[str] | None) -> None:
+    """A method is sent one way: as `files` (a method tree) or as `mthds_contents`, never both."""
+    if files is not None and mthds_contents is not None:
         raise ApiProblem(
             status=422,
-            code="request.blobs_missing",
-            detail='This server keeps no blob store: send every file inline (its text, or {"base64": ...}), not by hash.',
-            params={"missing_blobs": sorted(set(missing))},
+            code="request.invalid",
+            detail="Send the method either as files (its tree) or as mthds_contents, not both.",
+            params={"field": "files"},
+            location={"path": ["body", "files"]},
         )
-    contents = []
-    for path in sorted(files):
-        shown = path if len(path) <= 200 else path[:200] + "..."  # a name is echoed back: keep it short
-        violation = tree_path_violation(path)
-        if violation is not None:
-            raise _unsupported("files", "invalid_path", f"The file name {shown!r} is not a tree path: {violation}.", file=shown)
-        if not path.endswith(BUNDLE_SUFFIX):
-            detail = f"The file {shown!r} is not a .mthds bundle; only .mthds files are accepted."
-            raise _unsupported("files", "not_mthds", detail, file=shown)
-        entry = files[path]
-        text = _entry_text(shown, entry)
-        if len(text) > MAX_BUNDLE_CHARS:
-            raise _unsupported("files", "too_large", f"The file {shown!r} is larger than {MAX_BUNDLE_CHARS} characters.", file=shown)
-        if not isinstance(entry, str):  # decoded here: the body guard has not seen this text
-            refuse_nul(text, ["body", "files", shown])
-        check_bundle_text(text, ["body", "files", shown])
-        contents.append(text)
-    return contents
 
 
-def _entry_text(path: str, entry: str | Base64FileEntry) -> str:
-    if isinstance(entry, str):
-        return entry
-    try:
-        return entry.data.decode("utf-8")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise _unsupported("files", "not_utf8", f"The file {path!r} is not UTF-8 text.", file=path) from exc
+async def read_files(request: Request, engine: Engine, caller: Caller, files: dict[str, Any] | None) -> MethodTreeFiles | None:
+    """The method tree a body's `files` map sends, read from the body's own JSON text (so a key given twice is seen)
+    by the standard's reader; None when the body sends no `files`. Raises 4xx problems naming the file or field."""
+    if files is None:
+        return None
+    document = files_document(await request.body())
+    if document is None:
+        raise ApiProblem(status=422, code="request.invalid", detail="files must be a JSON object.", params={"field": "files"})
+    tree = await engine.read_method_tree(document, scope=caller.scope)
+    for path, data in tree.contents.items():
+        if not path.endswith(TOML_SUFFIXES):
+            continue
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            continue  # the runtime refuses it as it loads, naming the file
+        where = ["body", "files", shown(path)]
+        refuse_nul(text, where)
+        check_bundle_text(text, where)
+    return tree
 
 
-def to_run_request(body: ProtocolRunRequest, contents: list[str] | None) -> RunRequest:
-    if not body.pipe_code and not contents:
+def tree_fields(tree: MethodTreeFiles | None) -> dict[str, Any]:
+    """The `RunRequest` fields of a method tree (none when the request sends none)."""
+    if tree is None:
+        return {}
+    return {"tree": tree.hashes, "tree_digest": tree.digest, "tree_files": tree}
+
+
+def to_run_request(body: ProtocolRunRequest, tree: MethodTreeFiles | None) -> RunRequest:
+    if not body.pipe_code and not body.mthds_contents and tree is None:
         raise ApiProblem(status=422, code="request.pipe_unspecified", detail="Give at least one of pipe_code and files.")
     return RunRequest(
         pipe_code=body.pipe_code,
-        mthds_contents=contents,
+        mthds_contents=body.mthds_contents,
         inputs=body.inputs,
         output_name=body.output_name,
         output_multiplicity=body.output_multiplicity,
         dynamic_output_concept_ref=body.dynamic_output_concept_ref,
         dry_run=body.dry_run,
         callback_urls=list(body.callback_urls or []),
+        **tree_fields(tree),
     )
 
 

@@ -4,23 +4,25 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
 from pipelex_server.api.deps import CallerDep, RequestIdDep, ServicesDep
+from pipelex_server.api.protocol.requests import check_sources, read_files, tree_fields
 from pipelex_server.api.schemas import PROBLEM_RESPONSES, RUN_ID_PATTERN, ExecuteResponse, PipelineRequest, StartResponse
+from pipelex_server.engine.method_tree_files import MethodTreeFiles
 from pipelex_server.errors import ApiProblem
 from pipelex_server.runs.model import RunRequest
 
 router = APIRouter(prefix="/api/v1/pipeline", tags=["pipeline"])
 
 
-def to_run_request(body: PipelineRequest) -> RunRequest:
-    if not body.pipe_code and not body.mthds_contents:
+def to_run_request(body: PipelineRequest, tree: MethodTreeFiles | None = None) -> RunRequest:
+    if not body.pipe_code and not body.mthds_contents and tree is None:
         raise ApiProblem(
             status=422,
             code="request.pipe_unspecified",
-            detail="Give at least one of pipe_code and mthds_contents.",
+            detail="Give at least one of pipe_code, mthds_contents and files.",
         )
     return RunRequest(
         pipe_code=body.pipe_code,
@@ -31,6 +33,7 @@ def to_run_request(body: PipelineRequest) -> RunRequest:
         dynamic_output_concept_ref=body.dynamic_output_concept_ref,
         dry_run=body.dry_run,
         callback_urls=list(body.callback_urls or []),
+        **tree_fields(tree),
     )
 
 
@@ -53,13 +56,15 @@ def resolve_run_id(body: PipelineRequest, idempotency_key: str | None) -> str | 
     summary="Run a pipeline and wait for its result",
 )
 async def execute(
+    raw: Request,
     body: PipelineRequest,
     services: ServicesDep,
     caller: CallerDep,
     request_id: RequestIdDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Any:
-    request = to_run_request(body)
+    check_sources(body.files, body.mthds_contents)
+    request = to_run_request(body, await read_files(raw, services.engine, caller, body.files))
     run_id = resolve_run_id(body, idempotency_key)
     answer = await services.runs.execute(caller=caller, request=request, run_id=run_id, request_id=request_id)
     return JSONResponse(answer)  # already plain JSON: skip re-validation against the response model
@@ -73,13 +78,15 @@ async def execute(
     summary="Check a pipeline, then run it in the background; follow it under /api/v1/runs/{id}",
 )
 async def start(
+    raw: Request,
     body: PipelineRequest,
     services: ServicesDep,
     caller: CallerDep,
     request_id: RequestIdDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Any:
-    request = to_run_request(body)
+    check_sources(body.files, body.mthds_contents)
+    request = to_run_request(body, await read_files(raw, services.engine, caller, body.files))
     run_id = resolve_run_id(body, idempotency_key)
     answer = await services.runs.start(caller=caller, request=request, run_id=run_id, request_id=request_id)
     return JSONResponse(answer, status_code=202, headers={"Location": f"/api/v1/runs/{answer['pipeline_run_id']}"})

@@ -37,7 +37,8 @@ from pipelex_server.api.protocol.problems import complete_problem
 from pipelex_server.api.protocol.requests import (
     ProtocolRunRequest,
     ProtocolValidateRequest,
-    bundle_contents,
+    check_sources,
+    read_files,
     refuse_unknown_extensions,
     run_id_for,
     to_run_request,
@@ -77,6 +78,7 @@ IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_lengt
 
 @router.post("/execute", response_model=DictRunResultExecute, responses=PROBLEM_RESPONSES, summary="MTHDS: run a method and wait")
 async def execute(
+    raw: Request,
     body: ProtocolRunRequest,
     services: ServicesDep,
     caller: CallerDep,
@@ -84,7 +86,8 @@ async def execute(
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
     refuse_unknown_extensions(body)
-    request = to_run_request(body, bundle_contents(body.files, body.mthds_contents))
+    check_sources(body.files, body.mthds_contents)
+    request = to_run_request(body, await read_files(raw, services.engine, caller, body.files))
     run_id = run_id_for(body, idempotency_key)
     answer = await services.runs.execute(caller=caller, request=request, run_id=run_id, request_id=request_id)
     return JSONResponse(execute_answer(answer))
@@ -98,6 +101,7 @@ async def execute(
     summary="MTHDS: check a method, then run it in the background; follow it under /v1/runs/{id}",
 )
 async def start(
+    raw: Request,
     body: ProtocolRunRequest,
     services: ServicesDep,
     caller: CallerDep,
@@ -105,7 +109,8 @@ async def start(
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
     refuse_unknown_extensions(body)
-    request = to_run_request(body, bundle_contents(body.files, body.mthds_contents))
+    check_sources(body.files, body.mthds_contents)
+    request = to_run_request(body, await read_files(raw, services.engine, caller, body.files))
     run_id = run_id_for(body, idempotency_key)
     answer = await services.runs.start(caller=caller, request=request, run_id=run_id, request_id=request_id)
     run_id = answer["pipeline_run_id"]
@@ -118,14 +123,17 @@ async def start(
     responses=PROBLEM_RESPONSES,
     summary="MTHDS: validate a method; a 200 verdict (is_valid) for any text, unparsable TOML included",
 )
-async def validate(body: ProtocolValidateRequest, services: ServicesDep, _caller: CallerDep) -> Any:
+async def validate(raw: Request, body: ProtocolValidateRequest, services: ServicesDep, caller: CallerDep) -> Any:
     refuse_unknown_extensions(body, ignored=tuple(body.model_extra or ()))
-    contents = bundle_contents(body.files, body.mthds_contents)
-    if not contents:
+    check_sources(body.files, body.mthds_contents)
+    if body.files is None and not body.mthds_contents:
         raise ApiProblem(status=422, code="request.invalid", detail="Send the method to validate as files.", params={"field": "files"})
+    tree = await read_files(raw, services.engine, caller, body.files)
+    contents = tree.bundle_texts() if tree is not None else body.mthds_contents
     await services.engine.wait_ready()
-    verdict = await services.engine.validate(mthds_contents=contents, pipe_code=body.pipe_code)
-    return JSONResponse(validate_answer(verdict, markdown="markdown" in (body.render or [])))
+    verdict = await services.engine.validate(mthds_contents=body.mthds_contents, pipe_code=body.pipe_code, tree=tree)
+    markdown = "markdown" in (body.render or [])
+    return JSONResponse(validate_answer(verdict, markdown=markdown, views=body.views or (), mthds_contents=contents))
 
 
 @router.get("/models", response_model=ModelDeck, responses=PROBLEM_RESPONSES, summary="MTHDS: the model deck, optionally one category")
@@ -141,7 +149,9 @@ async def models(
 
 @router.get("/version", response_model=VersionInfo, summary="MTHDS: protocol and server versions (public)")
 async def version(services: ServicesDep) -> Any:
-    return version_answer(implementation_version=__version__, versions=services.engine.versions())
+    return version_answer(
+        implementation_version=__version__, versions=services.engine.versions(), method_tree_limits=services.engine.tree_limits.announced()
+    )
 
 
 @router.get(

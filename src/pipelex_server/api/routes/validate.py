@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from pipelex_server.api.deps import CallerDep, ServicesDep
+from pipelex_server.api.protocol.requests import check_sources, read_files
 from pipelex_server.api.schemas import PROBLEM_RESPONSES, ValidateRequest, ValidateResponse
+from pipelex_server.errors import ApiProblem
 
 router = APIRouter(prefix="/api/v1", tags=["validation"])
 
@@ -19,9 +21,18 @@ router = APIRouter(prefix="/api/v1", tags=["validation"])
     responses=PROBLEM_RESPONSES,
     summary="Validate a bundle: a verdict for any text, unparsable TOML included",
 )
-async def validate(body: ValidateRequest, services: ServicesDep, _caller: CallerDep) -> Any:
+async def validate(raw: Request, body: ValidateRequest, services: ServicesDep, caller: CallerDep) -> Any:
+    check_sources(body.files, body.mthds_contents)
+    if body.files is None and body.mthds_contents is None:
+        raise ApiProblem(
+            status=422,
+            code="request.invalid",
+            detail="Send the bundle to validate as mthds_contents, or the method's tree as files.",
+            params={"field": "mthds_contents"},
+        )
+    tree = await read_files(raw, services.engine, caller, body.files)
     await services.engine.wait_ready()
-    return await services.engine.validate(mthds_contents=body.mthds_contents, pipe_code=body.pipe_code)
+    return await services.engine.validate(mthds_contents=body.mthds_contents, pipe_code=body.pipe_code, tree=tree)
 
 
 @router.get("/models", responses=PROBLEM_RESPONSES, summary="The model deck the runtime routes to, and live backends")
