@@ -289,7 +289,7 @@ async def test_files_are_checked_before_anything_runs(deployment: Deployment) ->
         assert missing.value.problem.code == "request.blobs_missing"
         assert missing.value.problem.params.missing_blobs == [by_hash.sha256]
         with pytest.raises(MthdsApiResponseError) as unknown:
-            await client.execute(files=SEED_FILES, inputs={"text": SEED_TEXT}, extra={"method_ref": "github.com/x/y"})
+            await client.execute(files=SEED_FILES, inputs={"text": SEED_TEXT}, extra={"method_id": "hosted-only"})
         assert unknown.value.problem.code == "request.unsupported"
         # a bundle the runtime refuses is a 422 at start, with the runtime's own code
         with pytest.raises(MthdsApiResponseError) as invalid:
@@ -298,7 +298,8 @@ async def test_files_are_checked_before_anything_runs(deployment: Deployment) ->
         # a body refused by schema validation is a readable problem too (not "response unreadable")
         with pytest.raises(MthdsApiResponseError) as reserved:
             await client.execute(files=SEED_FILES, inputs={"text": {"__class__": "os.system"}})
-        assert reserved.value.status == 422 and reserved.value.problem.code == "input.reserved_key"
+        # under the official server's code (the runtime registry's), as it answers on /v1 (/api/v1 keeps input.reserved_key)
+        assert reserved.value.status == 422 and reserved.value.problem.code == "pipelex.security.reserved_key"
 
 
 # ---------------------------------------------------------------- pure mapping

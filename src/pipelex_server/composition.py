@@ -19,6 +19,9 @@ from pipelex_server.blobs import BlobStore
 from pipelex_server.engine.runtime import Engine
 from pipelex_server.errors import ConfigurationError
 from pipelex_server.fetch import Fetcher
+from pipelex_server.methods.cache import MethodCache
+from pipelex_server.methods.git import Git
+from pipelex_server.methods.source import MethodSource
 from pipelex_server.netguard import Resolver
 from pipelex_server.runs.admission import Admission
 from pipelex_server.runs.attempts import RunAttempts
@@ -54,6 +57,7 @@ class Services:
     database: AsyncEngine
     blobs: BlobService
     temporal: Any = None  # the Temporal client runs are submitted to, and a worker polls (Temporal mode)
+    methods: MethodSource | None = None  # method_ref: git fetches and the commit cache
     boot: asyncio.Task[None] | None = None
 
     def boot_in_background(self) -> None:
@@ -149,6 +153,25 @@ async def build_services(settings: Settings) -> Services:
         database=database,
         blobs=blobs,
         temporal=temporal,
+        methods=build_method_source(settings),
+    )
+
+
+def build_method_source(settings: Settings) -> MethodSource:
+    """`method_ref`'s resolver: git under METHOD_FETCH_TIMEOUT_SECONDS, the commit cache and its bounds, the tree limits."""
+    cache = MethodCache(
+        settings.resolved_method_cache_dir,
+        git=Git(),
+        max_clones=settings.max_method_cache_clones,
+        max_total_bytes=settings.max_method_cache_total_kib * 1024,
+        max_age_seconds=settings.max_method_cache_age_hours * 3600,
+    )
+    return MethodSource(
+        cache=cache,
+        timeout_seconds=settings.method_fetch_timeout_seconds,
+        max_files=settings.max_method_tree_files,
+        max_file_bytes=settings.max_method_tree_file_bytes,
+        max_total_bytes=settings.max_method_tree_total_bytes,
     )
 
 

@@ -106,6 +106,20 @@ class Settings(BaseSettings):
     max_method_tree_files: int = Field(default=1000, ge=1)
     max_method_tree_file_kib: int = Field(default=32 * 1024, ge=1)
     max_method_tree_total_kib: int = Field(default=64 * 1024, ge=1)
+    # bundle_b64 archives, resources, dependency trees: the official server's names and defaults (docs/configuration.md)
+    max_bundle_files: int = Field(default=128, ge=1)
+    max_bundle_total_kib: int = Field(default=8 * 1024, ge=1)
+    max_resources_per_request: int = Field(default=32, ge=1)
+    max_resource_file_kib: int = Field(default=5 * 1024, ge=1)
+    max_resources_total_kib: int = Field(default=10 * 1024, ge=1)
+    max_method_dependencies: int = Field(default=32, ge=0)
+    max_method_request_total_kib: int = Field(default=128 * 1024, ge=1)
+    # method_ref: git fetches under a deadline into a SHA-keyed cache (docs/configuration.md, "Published methods")
+    method_fetch_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    method_cache_dir: Path | None = None  # unset: DATA_DIR/method-cache
+    max_method_cache_clones: int = Field(default=64, ge=1)
+    max_method_cache_total_kib: int = Field(default=524288, ge=1)
+    max_method_cache_age_hours: float = Field(default=24, gt=0)
     # the blob routes' upload targets (docs/protocol.md, "Blobs"): where clients reach us, the key that signs them
     public_base_url: str | None = None
     blob_upload_signing_key: SecretStr | None = None  # unset: a random key per process
@@ -196,6 +210,10 @@ class Settings(BaseSettings):
     @property
     def max_method_tree_total_bytes(self) -> int:
         return self.max_method_tree_total_kib * 1024
+
+    @property
+    def resolved_method_cache_dir(self) -> Path:
+        return self.method_cache_dir or self.data_dir / "method-cache"
 
     @property
     def upload_max_bytes(self) -> int:

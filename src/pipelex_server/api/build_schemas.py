@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipelex_server.api.body_guard import GuardedBody
+from pipelex_server.api.schemas import FILES_DESCRIPTION, MethodSourceFields
 
 _SEED = (
     'domain = "hello"\nmain_pipe = "summarize"\n\n[pipe.summarize]\ntype = "PipeLLM"\n'
@@ -15,8 +16,12 @@ _SEED = (
 )
 
 MthdsContents = Annotated[
-    list[Annotated[str, Field(max_length=4 * 1024 * 1024)]],
-    Field(min_length=1, max_length=64, description="Raw .mthds (TOML) file contents; always a list."),
+    list[Annotated[str, Field(max_length=4 * 1024 * 1024)]] | None,
+    Field(
+        min_length=1,
+        max_length=64,
+        description="Raw .mthds (TOML) file contents; always a list. Or send the method as files or bundle_b64, as on the run routes.",
+    ),
 ]
 PipeCode = Annotated[
     str | None,
@@ -24,10 +29,11 @@ PipeCode = Annotated[
 ]
 
 
-class BuildInputsRequest(GuardedBody):
+class BuildInputsRequest(GuardedBody, MethodSourceFields):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"mthds_contents": [_SEED], "format": "json"}]})
 
-    mthds_contents: MthdsContents
+    mthds_contents: MthdsContents = None
+    files: dict[str, Any] | None = Field(default=None, description=FILES_DESCRIPTION)
     pipe_code: PipeCode = None
     format: Literal["json", "toml"] = Field(description="json: an object usable as-is as `inputs`; toml: the same as TOML text.")
 
@@ -61,10 +67,11 @@ class BuildInputsResponse(BaseModel):
     message: str
 
 
-class BuildOutputRequest(GuardedBody):
+class BuildOutputRequest(GuardedBody, MethodSourceFields):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"mthds_contents": [_SEED], "format": "schema"}]})
 
-    mthds_contents: MthdsContents
+    mthds_contents: MthdsContents = None
+    files: dict[str, Any] | None = Field(default=None, description=FILES_DESCRIPTION)
     pipe_code: PipeCode = None
     format: Literal["schema", "json", "python"] = Field(
         description="schema: JSON Schema; json: an example instance valid against it; python: pydantic classes (source code)."
@@ -111,10 +118,11 @@ class BuildOutputResponse(BaseModel):
     message: str
 
 
-class BuildRunnerRequest(GuardedBody):
+class BuildRunnerRequest(GuardedBody, MethodSourceFields):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"mthds_contents": [_SEED], "target": "http"}]})
 
-    mthds_contents: MthdsContents
+    mthds_contents: MthdsContents = None
+    files: dict[str, Any] | None = Field(default=None, description=FILES_DESCRIPTION)
     pipe_code: PipeCode = None
     target: Literal["http", "pipelex"] = Field(
         description=(

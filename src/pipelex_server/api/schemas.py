@@ -15,9 +15,30 @@ FILES_DESCRIPTION = (
     'the file\'s text, {"base64": ...} or {"sha256": ..., "size": ...} for a blob the caller already holds. '
     "Within MAX_METHOD_TREE_FILES / _FILE_KIB / _TOTAL_KIB; no .py file. Send it or mthds_contents, not both."
 )
+BUNDLE_B64_DESCRIPTION = (
+    "The method as a zip archive of its folder, base64-encoded (in place of files); the packages it ships under "
+    ".mthds/methods/<name>/ are its dependencies. Limits: MAX_BUNDLE_FILES, MAX_BUNDLE_TOTAL_KIB."
+)
+RESOURCES_DESCRIPTION = (
+    "Files the method's steps read (a PipeDocGen template_file): path -> standard base64. They join the tree sent in "
+    "files or bundle_b64, or sit beside the mthds_contents bundles. Limits: MAX_RESOURCES_PER_REQUEST, "
+    "MAX_RESOURCE_FILE_KIB, MAX_RESOURCES_TOTAL_KIB."
+)
+DEPENDENCIES_DESCRIPTION = (
+    "The packages the method (sent in files) depends on: each package's address -> its tree, a map of file entries as "
+    "in files. Limits: MAX_METHOD_DEPENDENCIES, MAX_METHOD_REQUEST_TOTAL_KIB."
+)
 
 
-class PipelineRequest(GuardedBody):
+class MethodSourceFields(BaseModel):
+    """The run sources beside `files` and `mthds_contents` (api/protocol/sources.py reads them)."""
+
+    bundle_b64: str | None = Field(default=None, description=BUNDLE_B64_DESCRIPTION)
+    resources: dict[str, Any] | None = Field(default=None, description=RESOURCES_DESCRIPTION)
+    dependencies: dict[str, Any] | None = Field(default=None, description=DEPENDENCIES_DESCRIPTION)
+
+
+class PipelineRequest(GuardedBody, MethodSourceFields):
     """Body of /api/v1/pipeline/execute and /api/v1/pipeline/start (hostile values refused: api/body_guard.py)."""
 
     model_config = ConfigDict(
@@ -55,7 +76,7 @@ class PipelineRequest(GuardedBody):
     )
 
 
-class ValidateRequest(GuardedBody):
+class ValidateRequest(GuardedBody, MethodSourceFields):
     model_config = ConfigDict(extra="forbid")
 
     mthds_contents: list[Annotated[str, Field(max_length=4 * 1024 * 1024)]] | None = Field(default=None, min_length=1, max_length=64)
@@ -66,6 +87,9 @@ class ValidateRequest(GuardedBody):
 class WorkingMemory(BaseModel):
     root: dict[str, Any]
     aliases: dict[str, Any]
+    absences: dict[str, Any] = Field(
+        default_factory=dict, description="The runtime's recorded absences: a declared slot resolved to no value (name -> record)."
+    )
 
 
 class PipeOutput(BaseModel):
@@ -90,6 +114,11 @@ class ExecuteResponse(BaseModel):
     )
     usage: Usage | None
     dry_run: bool
+    crate_fingerprint: str | None = Field(
+        default=None,
+        description="The fingerprint of the library crate the run's method was loaded into (the runtime's): it changes with "
+        "the meaning of the method's concepts and pipes, not with their formatting. Null when the run was built from none.",
+    )
 
 
 class CallbackRecord(BaseModel):

@@ -1,7 +1,9 @@
 """Build helpers: an inputs template, the output's shape, and runner scripts for one pipe of a bundle.
 
 Each helper loads the bundle into a library of its own (``acquire_library_async``), asks the runtime's renderers
-about the pipe, and tears the library down before it answers, failures included. The runtime's one-call helper
+about the pipe, and tears the library down before it answers, failures included. A method sent as a tree (`files`,
+`bundle_b64`, with its dependencies) is written for the load as a run writes it (``engine/method_tree.py``) and loaded
+as the caller's library directory; files sent beside inline bundles are the load's submitted files. The runtime's one-call helper
 (``pipeline.inputs_template.build_inputs_for_pipe``) is not used: it leaves its library open on every call.
 """
 
@@ -14,6 +16,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from pipelex_server.engine.method_tree import written_tree
+from pipelex_server.engine.method_tree_files import MethodTreeFiles
 from pipelex_server.engine.scripts import http_script, pipelex_script
 from pipelex_server.errors import ApiProblem
 
@@ -49,10 +53,45 @@ class RunnerScript:
 
 
 @contextlib.asynccontextmanager
-async def _loaded_pipe(mthds_contents: list[str], pipe_code: str | None) -> AsyncIterator[tuple[Any, str]]:
-    """The selected pipe (``pipe_code``, else the bundle's main_pipe) and its library's id, for the block only.
+async def _loaded_pipe(
+    mthds_contents: list[str] | None, pipe_code: str | None, tree: MethodTreeFiles | None = None
+) -> AsyncIterator[tuple[Any, str]]:
+    """The selected pipe (``pipe_code``, else the method's entry pipe) and its library's id, for the block only.
 
     Runtime failures become problem documents (422 for a bad bundle or an unknown pipe)."""
+    from pipelex_server.engine.problems import problem_from_exception
+
+    if tree is None or mthds_contents:
+        submitted = dict(tree.contents) if tree is not None else None
+        async with _loaded_library(pipe_code, mthds_contents=mthds_contents, submitted_files=submitted) as loaded:
+            yield loaded
+        return
+    async with contextlib.AsyncExitStack() as stack:  # the written tree is removed on the way out, whatever happens
+        try:
+            written = await stack.enter_async_context(written_tree(tree, pipe_code=pipe_code, entry="optional"))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise problem_from_exception(exc, request_id=None) from exc
+        library_dirs = [str(written.directory)]
+        async with _loaded_library(
+            written.pipe_code, library_dirs=library_dirs, methods_dirs=written.methods_dirs, entry_chosen=pipe_code is None
+        ) as loaded:
+            yield loaded
+
+
+@contextlib.asynccontextmanager
+async def _loaded_library(
+    pipe_code: str | None,
+    *,
+    mthds_contents: list[str] | None = None,
+    submitted_files: dict[str, bytes] | None = None,
+    library_dirs: list[str] | None = None,
+    methods_dirs: Any = None,
+    entry_chosen: bool = False,
+) -> AsyncIterator[tuple[Any, str]]:
+    """One library loaded from inline bundles (``library_dirs=[]``: self-contained, as on the run path) or from a
+    written tree (the caller's library directory); its selected pipe and id for the block only."""
     from pipelex.interpreter_hub import (
         clear_current_library,
         get_current_library_id_or_none,
@@ -70,13 +109,22 @@ async def _loaded_pipe(mthds_contents: list[str], pipe_code: str | None) -> Asyn
     try:
         # library_dirs=[]: an inline bundle is self-contained, as on the run path. On a failed load the runtime
         # tears the library down itself.
-        library_id, main_pipe_ref = await acquire_library_async("", mthds_contents=mthds_contents, library_dirs=[])
+        library_id, main_pipe_ref = await acquire_library_async(
+            "",
+            mthds_contents=mthds_contents,
+            library_dirs=library_dirs or [],
+            library_dirs_are_callers=library_dirs is not None,
+            methods_dirs=methods_dirs,
+            submitted_files=submitted_files,
+        )
     except asyncio.CancelledError:
         raise
     except Exception as exc:
         raise problem_from_exception(exc, request_id=None) from exc
     try:
-        if pipe_code:
+        if pipe_code and entry_chosen:  # the tree's entry, chosen by the protocol's rule: a qualified ref
+            pipe = get_required_pipe(pipe_code=pipe_code)
+        elif pipe_code:
             pipe = get_required_entry_pipe(pipe_code=pipe_code)
         elif main_pipe_ref:
             pipe = get_required_pipe(pipe_code=main_pipe_ref)
@@ -132,11 +180,13 @@ def _repeat(items: list[Any], count: int) -> list[Any]:
     return [json.loads(json.dumps(items[index % len(items)])) for index in range(count)]
 
 
-async def build_inputs(*, mthds_contents: list[str], pipe_code: str | None, fmt: str) -> InputsTemplate:
+async def build_inputs(
+    *, mthds_contents: list[str] | None, pipe_code: str | None, fmt: str, tree: MethodTreeFiles | None = None
+) -> InputsTemplate:
     """An inputs template for the pipe, as a JSON object or as TOML text."""
     from pipelex.pipe_machinery.rendering.input_renderer import build_concept_comments, serialize_inputs_template_to_toml
 
-    async with _loaded_pipe(mthds_contents, pipe_code) as (pipe, _library_id):
+    async with _loaded_pipe(mthds_contents, pipe_code, tree) as (pipe, _library_id):
         template = _inputs_template(pipe)
         pipe_ref = pipe.pipe_ref
         rendered: dict[str, Any] | str = template
@@ -231,12 +281,14 @@ def _output_python(pipe: Any, library_id: str, *, is_multiple: bool, item_count:
     return source + "\n\n\n" + "\n".join(trailer) + "\n", output_class
 
 
-async def build_output(*, mthds_contents: list[str], pipe_code: str | None, fmt: str) -> OutputShape:
+async def build_output(
+    *, mthds_contents: list[str] | None, pipe_code: str | None, fmt: str, tree: MethodTreeFiles | None = None
+) -> OutputShape:
     """The pipe's output as JSON Schema (``schema``), as an example instance (``json``) or as pydantic classes
     (``python``). All three describe the main result's ``content`` as /pipeline/execute returns it."""
     from pipelex.pipeline.pipe_io_contracts import build_pipe_io_contracts
 
-    async with _loaded_pipe(mthds_contents, pipe_code) as (pipe, library_id):
+    async with _loaded_pipe(mthds_contents, pipe_code, tree) as (pipe, library_id):
         # The runtime's own output contract (the one /validate reports), so the three formats agree with it.
         contract = next(iter(build_pipe_io_contracts([pipe]).values())).output
         multiplicity = str(getattr(contract.multiplicity, "value", contract.multiplicity))
@@ -262,11 +314,15 @@ async def build_output(*, mthds_contents: list[str], pipe_code: str | None, fmt:
     return shape
 
 
-async def build_runner(*, mthds_contents: list[str], pipe_code: str | None, target: str) -> RunnerScript:
+async def build_runner(
+    *, mthds_contents: list[str] | None, pipe_code: str | None, target: str, tree: MethodTreeFiles | None = None
+) -> RunnerScript:
     """A ready-to-run Python script for the pipe: over HTTP against this server (``http``), or local (``pipelex``)."""
-    async with _loaded_pipe(mthds_contents, pipe_code) as (pipe, _library_id):
+    async with _loaded_pipe(mthds_contents, pipe_code, tree) as (pipe, _library_id):
         pipe_ref = pipe.pipe_ref
         inputs = _inputs_template(pipe)
+    # a tree's script carries its bundles inline (its other files are not embedded)
+    mthds_contents = mthds_contents or (tree.bundle_texts() if tree is not None else [])
     if target == "http":
         code = http_script(pipe_ref, mthds_contents, inputs)
         message = f"A script that runs pipe '{pipe_ref}' on this server over HTTP (set PIPELEX_SERVER_URL, PIPELEX_SERVER_TOKEN)."

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +37,26 @@ def _call_arguments(
     }
 
 
-async def _tree_source(stack: contextlib.AsyncExitStack, tree: MethodTreeFiles | None, arguments: dict[str, Any]) -> Path | None:
-    """Write a method tree for the call (removed when ``stack`` closes) and point ``arguments`` at its entry pipe;
-    the directory to load as the caller's library, or None when the request sends no tree."""
+@dataclass(frozen=True)
+class _Source:
+    """Where the runtime loads a call's method from, beyond ``mthds_contents``: a written tree (the caller's library
+    directory and its dependencies' ``methods_dirs``), or the files sent beside inline bundles (``submitted_files``)."""
+
+    tree_dir: Path | None = None
+    methods_dirs: list[Path] | None = None
+    submitted_files: dict[str, bytes] | None = None
+
+
+async def _tree_source(stack: contextlib.AsyncExitStack, tree: MethodTreeFiles | None, arguments: dict[str, Any]) -> _Source:
+    """Write a method tree for the call (removed when ``stack`` closes) and point ``arguments`` at its entry pipe.
+    A "tree" beside ``mthds_contents`` is the files `resources` sent with those bundles: the runtime's submitted files."""
     if tree is None:
-        return None
+        return _Source()
+    if arguments["mthds_contents"]:
+        return _Source(submitted_files=dict(tree.contents))
     written = await stack.enter_async_context(written_tree(tree, pipe_code=arguments["pipe_code"]))
     arguments["pipe_code"], arguments["mthds_contents"] = written.pipe_code, None
-    return written.directory
+    return _Source(tree_dir=written.directory, methods_dirs=written.methods_dirs)
 
 
 class _SetupChecked(Exception):
@@ -72,7 +85,7 @@ class Execution:
         self.fetcher = fetcher
 
     def _runner(
-        self, *, dry_run: bool, scope: str, storage_scope: str, has_bundle: bool, pipe_run: Any = None, tree_dir: Path | None = None
+        self, *, dry_run: bool, scope: str, storage_scope: str, has_bundle: bool, pipe_run: Any = None, source: _Source | None = None
     ) -> Any:
         from pipelex.config import get_config
         from pipelex.pipeline.runner import PipelexMTHDSProtocol
@@ -80,6 +93,8 @@ class Execution:
 
         # An inline bundle is self-contained; only a bare pipe_code reaches the server's own library. A method tree is
         # the caller's one library directory: a refusal while loading it is the caller's invalid method.
+        source = source or _Source()
+        tree_dir = source.tree_dir
         if tree_dir is not None:
             library_dirs = [str(tree_dir)]
         else:
@@ -94,6 +109,8 @@ class Execution:
             read_scope=scope,
             execution_config=execution_config,
             pipe_run=pipe_run,
+            methods_dirs=source.methods_dirs,
+            submitted_files=source.submitted_files,
         )
 
     async def execute(
@@ -144,14 +161,14 @@ class Execution:
         resolution = InputResolution(store=self.store, fetcher=self.fetcher, storage_scope=storage_scope)
         try:
             async with contextlib.AsyncExitStack() as stack:
-                tree_dir = await _tree_source(stack, tree, arguments)
+                source = await _tree_source(stack, tree, arguments)
                 runner = self._runner(
                     dry_run=dry_run,
                     scope=scope,
                     storage_scope=storage_scope,
                     has_bundle=bool(mthds_contents),
                     pipe_run=pipe_run,
-                    tree_dir=tree_dir,
+                    source=source,
                 )
                 with (
                     bound(self.store, resolution),
@@ -194,14 +211,14 @@ class Execution:
         resolution = InputResolution(store=self.store, fetcher=self.fetcher, storage_scope=storage_scope)
         try:
             async with contextlib.AsyncExitStack() as stack:
-                tree_dir = await _tree_source(stack, tree, arguments)
+                source = await _tree_source(stack, tree, arguments)
                 runner = self._runner(
                     dry_run=dry_run,
                     scope=scope,
                     storage_scope=storage_scope,
                     has_bundle=bool(mthds_contents),
                     pipe_run=_SetupOnlyPipeRun(),
-                    tree_dir=tree_dir,
+                    source=source,
                 )
                 with bound(self.store, resolution):
                     await runner.execute(**arguments)

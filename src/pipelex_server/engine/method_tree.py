@@ -43,10 +43,17 @@ def trees_base_dir() -> Path:
 
 @dataclass(frozen=True)
 class WrittenTree:
-    """A tree written for one run: its directory and the pipe the run starts at."""
+    """A tree written for one run: its directory, the pipe the run starts at, and the directories its dependency
+    trees were written under (each holding one package directory: the runtime's ``methods_dirs``), None for none."""
 
     directory: Path
     pipe_code: str | None
+    methods_dirs: list[Path] | None = None
+
+
+def dependency_dir_name(address: str) -> str:
+    """The directory a dependency tree is written as: its address's last segment, the name a reference finds it by."""
+    return address.rsplit("/", 1)[-1]
 
 
 def select_entry_pipe(tree: MethodTreeFiles, written: MethodTree) -> str:
@@ -72,6 +79,14 @@ def _write(tree: MethodTreeFiles, pipe_code: str | None, releases: contextlib.Ex
     method_dir = temp_dir / "tree"
     written = write_method_tree(contents=tree.contents, destination=method_dir, expected_digest=tree.digest)
     releases.enter_context(WRITTEN_METHOD_TREES.holding(tree=written))
+    methods_dirs: list[Path] = []
+    for index, (address, dependency) in enumerate(tree.dependencies.items()):
+        methods_dir = temp_dir / f"methods-{index}"  # one each, so two dependencies sharing a name never meet
+        written_dependency = write_method_tree(
+            contents=dependency.contents, destination=methods_dir / dependency_dir_name(address), expected_digest=dependency.digest
+        )
+        releases.enter_context(WRITTEN_METHOD_TREES.holding(tree=written_dependency))
+        methods_dirs.append(methods_dir)
     if pipe_code is None and entry != "none":
         try:
             pipe_code = select_entry_pipe(tree, written)
@@ -79,7 +94,7 @@ def _write(tree: MethodTreeFiles, pipe_code: str | None, releases: contextlib.Ex
             if entry == "required":
                 raise
             # a validation still validates a tree with no entry pipe (and reports a bundle that does not parse)
-    return WrittenTree(directory=written.directory or method_dir, pipe_code=pipe_code)
+    return WrittenTree(directory=written.directory or method_dir, pipe_code=pipe_code, methods_dirs=methods_dirs or None)
 
 
 @contextlib.asynccontextmanager

@@ -52,6 +52,21 @@ def files_document(body: bytes) -> str | None:
     return None if member is None else _dumps(member)
 
 
+def object_member_documents(body: bytes, name: str) -> list[tuple[str, str]] | None:
+    """The members of the object a JSON body holds under ``name`` (key, JSON text), pairs kept (a key given twice is
+    seen twice); None when absent or null. Raises ``ValueError`` when the member is not an object."""
+    try:
+        parsed = _parse_pairs(body)
+    except (ValueError, RecursionError):
+        return None
+    member = dict(parsed).get(name) if isinstance(parsed, _Pairs) else None
+    if member is None:
+        return None
+    if not isinstance(member, _Pairs):
+        raise ValueError(f"{name} must be a JSON object")
+    return [(key, _dumps(value)) for key, value in member]
+
+
 @dataclass(frozen=True)
 class TreeLimits:
     max_files: int
@@ -65,11 +80,21 @@ class TreeLimits:
 
 @dataclass(frozen=True)
 class MethodTreeFiles:
-    """A method tree read in full: each file's bytes by tree path, its digest, and each file's SHA-256."""
+    """A method tree read in full: each file's bytes by tree path, its digest, and each file's SHA-256; with the
+    dependency trees it carries (address -> tree), written beside it as the runtime's ``methods_dirs``."""
 
     contents: dict[str, bytes] = field(repr=False)
     digest: str
     hashes: dict[str, str]
+    dependencies: dict[str, MethodTreeFiles] = field(default_factory=dict, repr=False)
+
+    def all_contents(self) -> list[bytes]:
+        """Every file's bytes, the dependency trees' included (what storing the method keeps as blobs)."""
+        return [*self.contents.values(), *(data for tree in self.dependencies.values() for data in tree.contents.values())]
+
+    def dependency_hashes(self) -> dict[str, dict[str, str]] | None:
+        """Each dependency tree as tree path -> SHA-256, by address; None when it carries none."""
+        return {address: tree.hashes for address, tree in self.dependencies.items()} or None
 
     def bundle_texts(self) -> list[str]:
         """The text of each `.mthds` bundle, in tree path order (a bundle that is not UTF-8 never loads)."""
@@ -89,20 +114,28 @@ def shown(name: str) -> str:
     return name if len(name) <= MAX_SHOWN_NAME else name[:MAX_SHOWN_NAME] + "..."
 
 
-def package_invalid(detail: str, *, reason: str, path: str | None = None, limit: int | None = None) -> ApiProblem:
-    params: dict[str, Any] = {"reason": reason}
+def package_invalid(detail: str, *, reason: str, path: str | None = None, limit: int | None = None, field: str = FILES_FIELD) -> ApiProblem:
+    params: dict[str, Any] = {"reason": reason, **_field_param(field)}
     if path is not None:
         params["path"] = shown(path)
     if limit is not None:
         params["limit"] = limit
-    location = {"path": ["body", FILES_FIELD, shown(path)]} if path is not None else {"path": ["body", FILES_FIELD]}
+    location = {"path": ["body", field, shown(path)]} if path is not None else {"path": ["body", field]}
     return ApiProblem(status=422, code="method.package_invalid", detail=detail, params=params, location=location)
 
 
-def _invalid_request(detail: str) -> ApiProblem:
-    return ApiProblem(
-        status=422, code="request.invalid", detail=detail, params={"field": FILES_FIELD}, location={"path": ["body", FILES_FIELD]}
-    )
+def _field_param(field: str) -> dict[str, str]:
+    """A problem about a map other than `files` also names its field in ``params`` (`files` problems keep their shape)."""
+    return {} if field == FILES_FIELD else {"field": field}
+
+
+def _invalid_request(detail: str, field: str = FILES_FIELD) -> ApiProblem:
+    return ApiProblem(status=422, code="request.invalid", detail=detail, params={"field": field}, location={"path": ["body", field]})
+
+
+def label_of(field: str) -> str:
+    """How a refusal names the map it reads: "The `files` map", "The `bundle_b64` archive", ..."""
+    return "The `bundle_b64` archive" if field == "bundle_b64" else f"The `{field}` map"
 
 
 def _stated_size(entry: Any) -> tuple[int, str | None]:
@@ -121,7 +154,7 @@ def _stated_size(entry: Any) -> tuple[int, str | None]:
     return 0, None
 
 
-def check_stated_limits(document: str, limits: TreeLimits) -> dict[str, int]:
+def check_stated_limits(document: str, limits: TreeLimits, *, field: str = FILES_FIELD, label: str | None = None) -> dict[str, int]:
     """Refuse a map past a tree limit on what its entries state, decoding nothing; returns hash -> stated size."""
     try:
         parsed = _parse_pairs(document)
@@ -129,33 +162,37 @@ def check_stated_limits(document: str, limits: TreeLimits) -> dict[str, int]:
         return {}  # the reader refuses it
     if not isinstance(parsed, _Pairs):
         return {}
+    label = label or label_of(field)
     if len(parsed) > limits.max_files:
         raise package_invalid(
-            f"The `files` map holds {len(parsed)} files, past this server's limit of {limits.max_files} files in a method "
+            f"{label} holds {len(parsed)} files, past this server's limit of {limits.max_files} files in a method "
             "tree (MAX_METHOD_TREE_FILES).",
             reason="too_many_files",
             limit=limits.max_files,
+            field=field,
         )
     total, hashed = 0, {}
     for tree_path, entry in parsed:
         size, sha256 = _stated_size(entry)
         if size > limits.max_file_bytes:
             raise package_invalid(
-                f"The `files` map holds the file {shown(tree_path)!r} of {size} bytes, past this server's limit of "
+                f"{label} holds the file {shown(tree_path)!r} of {size} bytes, past this server's limit of "
                 f"{limits.max_file_bytes // 1024} KiB for one file of a method tree (MAX_METHOD_TREE_FILE_KIB).",
                 reason="file_too_large",
                 path=tree_path,
                 limit=limits.max_file_bytes,
+                field=field,
             )
         total += size
         if sha256 is not None:
             hashed[sha256] = size
     if total > limits.max_total_bytes:
         raise package_invalid(
-            f"The `files` map holds {total} bytes, past this server's limit of {limits.max_total_bytes // 1024} KiB for a "
+            f"{label} holds {total} bytes, past this server's limit of {limits.max_total_bytes // 1024} KiB for a "
             "method tree (MAX_METHOD_TREE_TOTAL_KIB).",
             reason="tree_too_large",
             limit=limits.max_total_bytes,
+            field=field,
         )
     return hashed
 
@@ -172,23 +209,23 @@ def _root_escape(path: str) -> str | None:
     return None
 
 
-def _refusal_problem(error: Any) -> ApiProblem:
+def _refusal_problem(error: Any, field: str = FILES_FIELD, label: str | None = None) -> ApiProblem:
     """The standard's refusal of a map as the problem the official server answers it with."""
     from mthds.method_tree.vocabulary import TreeRefusalCode
 
     refusal = error.refusal
     names = [shown(name) for name in refusal.names]
     first = names[0] if names else None
-    detail = f"The `files` map is not a method tree. {error.message}"
+    detail = f"{label or label_of(field)} is not a method tree. {error.message}"
     code = refusal.code
     if code == TreeRefusalCode.MISSING_BLOB:
         return ApiProblem(
             status=422,
             code="request.blobs_missing",
-            detail=f"The `files` map names, by hash, bytes this server does not hold at their stated size: {', '.join(names)}. "
+            detail=f"{label or label_of(field)} names, by hash, bytes this server does not hold at their stated size: {', '.join(names)}. "
             'Send those files inline (their text, or {"base64": ...}), or upload the blobs first.',
-            params={"field": FILES_FIELD, "missing_blobs": list(refusal.names)},
-            location={"path": ["body", FILES_FIELD]},
+            params={"field": field, "missing_blobs": list(refusal.names)},
+            location={"path": ["body", field]},
         )
     if code == TreeRefusalCode.INVALID_TREE_PATH:
         for name in refusal.names:
@@ -198,24 +235,25 @@ def _refusal_problem(error: Any) -> ApiProblem:
                     status=422,
                     code="security.input_path_refused",
                     detail=detail,
-                    params={"rule": escape, "path": shown(name)},
-                    location={"path": ["body", FILES_FIELD, shown(name)]},
+                    params={"rule": escape, "path": shown(name), **_field_param(field)},
+                    # `file` as the official server locates it (its clients read it), `path` down to the entry
+                    location={"file": shown(name), "path": ["body", field, shown(name)]},
                 )
     if code == TreeRefusalCode.MALFORMED_ENTRY:
-        return _invalid_request(detail)
+        return _invalid_request(detail, field)
     if code in (TreeRefusalCode.REFERENCE_NOT_IN_TREE, TreeRefusalCode.REFERENCE_LEAVES_TREE):
         reason = "not_in_tree" if code == TreeRefusalCode.REFERENCE_NOT_IN_TREE else "leaves_tree"
         return ApiProblem(
             status=422,
             code="method.resource_missing",
             detail=detail,
-            params={"file": first or "", "reason": reason},
-            location={"path": ["body", FILES_FIELD, first]} if first else None,
+            params={"file": first or "", "reason": reason, **_field_param(field)},
+            location={"path": ["body", field, first]} if first else None,
         )
-    return package_invalid(detail, reason=str(code), path=first)
+    return package_invalid(detail, reason=str(code), path=first, field=field)
 
 
-def refuse_python(contents: dict[str, bytes]) -> None:
+def refuse_python(contents: dict[str, bytes], field: str = FILES_FIELD) -> None:
     """A tree holding Python is refused before anything runs or is stored: loading it would import it in this process.
     The official server answers 501; this is the caller's method, so a 422 here."""
     python = sorted(path for path in contents if path.endswith(PYTHON_SUFFIX))
@@ -223,14 +261,14 @@ def refuse_python(contents: dict[str, bytes]) -> None:
         raise ApiProblem(
             status=422,
             code="pipelex.deployment.custom_code_requires_sandbox",
-            detail=f"The method sent in `files` ships custom Python ({', '.join(shown(p) for p in python)}); "
+            detail=f"The method sent in `{field}` ships custom Python ({', '.join(shown(p) for p in python)}); "
             "this server runs no custom code. Remove the .py files (PipeFunc steps need a sandbox-hosted deployment).",
-            params={"origin": "bundle", "path": shown(python[0])},
-            location={"path": ["body", FILES_FIELD, shown(python[0])]},
+            params={"origin": "bundle", "path": shown(python[0]), **_field_param(field)},
+            location={"path": ["body", field, shown(python[0])]},
         )
 
 
-def check_manifest(contents: dict[str, bytes]) -> None:
+def check_manifest(contents: dict[str, bytes], field: str = FILES_FIELD) -> None:
     """A `METHODS.toml` at the tree's root must be UTF-8 text and a valid manifest (422 `method.package_invalid`)."""
     from mthds.method_tree.discovery import MANIFEST_NAME
     from mthds.package.exceptions import ManifestError
@@ -243,24 +281,26 @@ def check_manifest(contents: dict[str, bytes]) -> None:
         parse_methods_toml(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise package_invalid(
-            f"The {MANIFEST_NAME} of the method is not UTF-8 text.", reason="manifest_invalid", path=MANIFEST_NAME
+            f"The {MANIFEST_NAME} of the method is not UTF-8 text.", reason="manifest_invalid", path=MANIFEST_NAME, field=field
         ) from exc
     except ManifestError as exc:
         detail = f"The {MANIFEST_NAME} of the method is not a valid manifest: {exc.message}"
-        raise package_invalid(detail, reason="manifest_invalid", path=MANIFEST_NAME) from exc
+        raise package_invalid(detail, reason="manifest_invalid", path=MANIFEST_NAME, field=field) from exc
     except RecursionError as exc:
         raise package_invalid(
-            f"The {MANIFEST_NAME} of the method nests too deeply.", reason="manifest_invalid", path=MANIFEST_NAME
+            f"The {MANIFEST_NAME} of the method nests too deeply.", reason="manifest_invalid", path=MANIFEST_NAME, field=field
         ) from exc
 
 
-async def read_method_tree(document: str, *, blobs: BlobStore, scope: str, limits: TreeLimits) -> MethodTreeFiles:
+async def read_method_tree(
+    document: str, *, blobs: BlobStore, scope: str, limits: TreeLimits, field: str = FILES_FIELD, label: str | None = None
+) -> MethodTreeFiles:
     """Read a `files` map (its JSON text) into a method tree, hash entries from ``scope``'s blobs. Raises ``ApiProblem``
     (4xx) for every refusal, naming the file or field."""
     from mthds.method_tree.exceptions import MethodTreeRefusedError, TreeSourceError
     from mthds.method_tree.file_entry import InMemoryBlobStore, read_file_map
 
-    hashed = check_stated_limits(document, limits)
+    hashed = check_stated_limits(document, limits, field=field, label=label)
     held = InMemoryBlobStore()
     if hashed:
         try:
@@ -275,11 +315,11 @@ async def read_method_tree(document: str, *, blobs: BlobStore, scope: str, limit
     try:
         reading = read_file_map(document, blob_store=held)
     except MethodTreeRefusedError as exc:
-        raise _refusal_problem(exc) from exc
+        raise _refusal_problem(exc, field, label) from exc
     except TreeSourceError as exc:
-        raise _invalid_request(f"The `files` map is not a method tree. {exc.message}") from exc
-    refuse_python(reading.contents)
-    check_manifest(reading.contents)
+        raise _invalid_request(f"{label or label_of(field)} is not a method tree. {exc.message}", field) from exc
+    refuse_python(reading.contents, field)
+    check_manifest(reading.contents, field)
     return MethodTreeFiles(
         contents=dict(reading.contents), digest=reading.tree.digest, hashes={f.path: f.sha256 for f in reading.tree.files}
     )

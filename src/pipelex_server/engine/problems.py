@@ -6,6 +6,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from mthds.protocol.problem.client_problems import render_template
+from mthds.protocol.problem.registry import ProblemDomain
 from pipelex.base_exceptions import PipelexError
 from pipelex.errors.error_codes import error_code_spec, parse_error_code
 from pipelex.errors.problem import ProblemView
@@ -25,6 +27,35 @@ def registry_entry(code: str) -> tuple[int | None, str | None, str | None]:
         return None, None, None
     spec = error_code_spec(parsed)
     return spec.status, spec.title, spec.type_uri
+
+
+def registry_problem(code: str, *, detail: str | None = None, params: dict[str, Any] | None = None, **members: Any) -> ApiProblem:
+    """A problem the server raises under a code of the runtime's registry, complete as the runtime words it: the
+    registry's status, title and type, and its domain, retry and next step (the caller's step; for an operator's
+    problem, the step of whoever relays it). ``detail`` defaults to the registry's own."""
+    parsed = parse_error_code(code)
+    if parsed is None:
+        raise ValueError(f"{code!r} is no code of the runtime's registry")
+    spec = error_code_spec(parsed)
+    operator = spec.domain is ProblemDomain.OPERATOR
+    step_kind, step_detail = (spec.other_step, spec.other_step_detail) if operator else (spec.actor_step, spec.actor_step_detail)
+    try:
+        step_text = render_template(step_detail, params=params or {})
+        default_detail = render_template(spec.detail, params=params or {})
+    except ValueError:  # a parameter the registry's template names is not given
+        step_text, default_detail = step_detail, spec.title
+    return ApiProblem(
+        status=spec.status or 500,
+        code=code,
+        detail=detail or default_detail,
+        title=spec.title,
+        type_uri=spec.type_uri,
+        domain=spec.domain.value,
+        retry=spec.retry.value,
+        next_step={"kind": step_kind.value, "detail": step_text},
+        params=params,
+        **members,
+    )
 
 
 def _provider_refusal(exc: BaseException) -> ApiProblem | None:

@@ -25,12 +25,16 @@ def shape_usage(records: list[dict[str, Any]] | None) -> dict[str, Any]:
 
 
 def shape_outcome(result: Any) -> RunOutcome:
+    """The runtime's execute result -> our outcome: the working memory as the runtime dumps it (its values, aliases and
+    recorded absences), the usage records, and the fingerprint of the crate the run was built from."""
     pipe_output = result.pipe_output
     memory = pipe_output.working_memory.model_dump(mode="json", serialize_as_any=True, by_alias=True)
+    working_memory = {"root": memory.get("root", {}), "aliases": memory.get("aliases", {}), "absences": memory.get("absences", {})}
     return RunOutcome(
         main_stuff_name=result.main_stuff_name,
-        pipe_output={"working_memory": {"root": memory.get("root", {}), "aliases": memory.get("aliases", {})}},
+        pipe_output={"working_memory": working_memory},
         usage=shape_usage(dump_tokens_usage_records(pipe_output.tokens_usages)),
+        crate_fingerprint=getattr(result, "crate_fingerprint", None),
     )
 
 
@@ -93,9 +97,16 @@ def shape_validation(report: Any, *, pipe_code: str | None, entry_pipe_ref: str 
 
 
 def shape_validation_failure(exc: BaseException) -> dict[str, Any]:
+    """A validation that raised -> an invalid verdict. `fault` marks the failures that are no verdict on the method, as
+    the runtime's own validator tells them apart: anything but its invalid-bundle error, answered with a 5xx (say, no
+    document engine for a template step's format). /v1/validate answers those as their problem, as the official server
+    does; /api/v1/validate keeps them as an invalid verdict carrying the problem."""
+    from pipelex.pipeline.exceptions import ValidateBundleError
+
     problem = problem_from_exception(exc, request_id=None)
     document = problem.to_document(request_id=None)
     document.pop("request_id", None)
+    fault = problem.status >= 500 and not isinstance(exc, ValidateBundleError)
     items = document.get("errors") or [{"code": document["code"], "detail": document["detail"], "location": document.get("location")}]
     errors = [{"code": item.get("code"), "detail": item.get("detail"), "location": item.get("location")} for item in items]
     return {
@@ -107,4 +118,5 @@ def shape_validation_failure(exc: BaseException) -> dict[str, Any]:
         "pipe_structures": {},
         "graph_spec": None,
         "protocol_report": invalid_views(items, document["detail"]),
+        **({"fault": True} if fault else {}),
     }

@@ -17,6 +17,7 @@ from pipelex_server.blobs import BlobStore
 from pipelex_server.engine.boot import acquire_runtime, import_runtime, prepare_environment, release_runtime
 from pipelex_server.engine.execution import Execution
 from pipelex_server.engine.home import plan_inference
+from pipelex_server.engine.method_sources import SourceLimits, read_bundle_method
 from pipelex_server.engine.method_tree_files import MethodTreeFiles, TreeLimits, read_method_tree
 from pipelex_server.engine.readiness import Readiness
 from pipelex_server.engine.types import Checkpoints, ProgressSink, RunOutcome
@@ -50,6 +51,7 @@ class Engine:
             max_file_bytes=settings.max_method_tree_file_bytes,
             max_total_bytes=settings.max_method_tree_total_bytes,
         )
+        self.source_limits = SourceLimits.of(settings)
         self._acquired = False
 
     @property
@@ -229,9 +231,22 @@ class Engine:
         ``ApiProblem`` (4xx) for every refusal (see ``engine/method_tree_files.py``)."""
         return await read_method_tree(files_document, blobs=self.blobs, scope=scope, limits=self.tree_limits)
 
-    async def stored_method_tree(self, hashes: dict[str, str], *, scope: str) -> MethodTreeFiles:
-        """A tree accepted earlier, read back from the caller's blobs (tree path -> SHA-256), as a worker on another
-        host reads it. 422 ``request.blobs_missing`` when a blob is gone."""
+    async def read_bundle(self, bundle_b64: str, *, scope: str) -> MethodTreeFiles:
+        """A request's `bundle_b64` archive read into a method tree (its shipped packages as dependency trees);
+        ``ApiProblem`` (4xx) for every refusal (see ``engine/method_bundle.py``)."""
+        return await read_bundle_method(bundle_b64, limits=self.source_limits, tree_limits=self.tree_limits, blobs=self.blobs, scope=scope)
+
+    async def stored_method_tree(
+        self, hashes: dict[str, str], *, scope: str, dependencies: dict[str, dict[str, str]] | None = None
+    ) -> MethodTreeFiles:
+        """A tree accepted earlier, read back from the caller's blobs (tree path -> SHA-256), with its dependency trees
+        (address -> hashes), as a worker on another host reads it. 422 ``request.blobs_missing`` when a blob is gone."""
+        tree = await self._stored_tree(hashes, scope=scope)
+        for address, dependency in (dependencies or {}).items():
+            tree.dependencies[address] = await self._stored_tree(dependency, scope=scope)
+        return tree
+
+    async def _stored_tree(self, hashes: dict[str, str], *, scope: str) -> MethodTreeFiles:
         found = await self.blobs.get_many(scope, hashes.values())
         missing = sorted(sha256 for sha256, data in found.items() if data is None)
         if missing:
@@ -246,6 +261,8 @@ class Engine:
     async def store_method_tree(self, tree: MethodTreeFiles, *, scope: str) -> None:
         """Keep a tree's files content-addressed under the caller's scope (a blob already held is not written again)."""
         await self.blobs.put_many(scope, tree.contents)
+        for dependency in tree.dependencies.values():
+            await self.blobs.put_many(scope, dependency.contents)
 
     async def models(self) -> dict[str, Any]:
         from pipelex.pipeline.runner import PipelexMTHDSProtocol

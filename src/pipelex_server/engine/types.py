@@ -25,3 +25,5 @@ class RunOutcome:
     pipe_output: dict[str, Any]
     usage: dict[str, Any]
     input_rewrites: dict[str, str] = field(default_factory=dict)
+    # the fingerprint of the library crate the run's method was loaded into (the runtime's; None when built from none)
+    crate_fingerprint: str | None = None

@@ -34,7 +34,11 @@ class Validator:
 
         from pipelex_server.engine.results import shape_validation, shape_validation_failure
 
-        source: Any = ("tree", tree.digest) if tree is not None else mthds_contents
+        source: Any = (
+            ("tree", tree.digest, sorted((address, dep.digest) for address, dep in tree.dependencies.items()))
+            if tree is not None
+            else mthds_contents
+        )
         key = hashlib.sha256(repr((source, pipe_code)).encode()).hexdigest()
         cached = self.verdicts.get(key)
         if cached is not None:
@@ -65,6 +69,7 @@ class Validator:
         async with written_tree(tree, pipe_code=None, entry="optional") as written:
             report = await validate_bundles_in_process(
                 method_dir=written.directory,
+                methods_dirs=written.methods_dirs,  # the dependency trees it carries
                 library_dirs_are_callers=True,
                 graph_pipe_code=pipe_code or written.pipe_code,
                 log_context="Protocol validate",

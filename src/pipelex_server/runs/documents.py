@@ -21,6 +21,13 @@ def iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
+def _provenance(row: dict[str, Any]) -> dict[str, Any]:
+    """A method_ref run's provenance (the package's address, tag, commit, tree digest and display name), when it has one."""
+    request = row.get("request")
+    provenance = request.get("method_provenance") if isinstance(request, dict) else None
+    return {"method_provenance": provenance} if provenance else {}
+
+
 def run_document(row: dict[str, Any], deliveries: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The public view of a run (contract §4)."""
     return {
@@ -38,6 +45,7 @@ def run_document(row: dict[str, Any], deliveries: list[dict[str, Any]] | None = 
         "dry_run": bool(row["dry_run"]),
         "workflow_id": row["workflow_id"],
         "callbacks": [delivery_record(delivery) for delivery in deliveries or []],
+        **_provenance(row),
     }
 
 
@@ -66,6 +74,8 @@ def execute_answer(row: dict[str, Any]) -> dict[str, Any]:
         "output_url": row["output_url"],
         "usage": row["usage"],
         "dry_run": bool(row["dry_run"]),
+        "crate_fingerprint": row.get("crate_fingerprint"),
+        **_provenance(row),
     }
 
 
@@ -79,6 +89,7 @@ def start_answer(row: dict[str, Any]) -> dict[str, Any]:
         "main_stuff_name": row["main_stuff_name"],
         "pipe_output": row["output"] if row["state"] == "COMPLETED" else None,
         "workflow_id": row["workflow_id"],
+        **_provenance(row),
     }
 
 

@@ -70,7 +70,7 @@ class RunExecution:
             async with asyncio.timeout(timeout if remaining_seconds is None else remaining_seconds):
                 tree = request.tree_files
                 if tree is None and request.tree is not None:  # executed elsewhere than accepted: read back
-                    tree = await self.engine.stored_method_tree(request.tree, scope=caller.scope)
+                    tree = await self.engine.stored_method_tree(request.tree, scope=caller.scope, dependencies=request.tree_dependencies)
                 outcome = await self.engine.execute(
                     **request.engine_arguments(),
                     tree=tree,
@@ -100,6 +100,8 @@ class RunExecution:
     async def _completed_values(self, row: dict[str, Any], caller: Caller, request: RunRequest, outcome: RunOutcome) -> dict[str, Any]:
         run_id, public_id = row["id"], row["public_id"]
         values: dict[str, Any] = {"state": "COMPLETED", "main_stuff_name": outcome.main_stuff_name, "usage": outcome.usage}
+        if outcome.crate_fingerprint:
+            values["crate_fingerprint"] = outcome.crate_fingerprint
         if outcome.input_rewrites:  # keep the stored request small: inputs now live in storage
             values["request"] = request.with_rewritten_urls(outcome.input_rewrites).to_json()
         encoded = json.dumps(outcome.pipe_output, separators=(",", ":"), ensure_ascii=False).encode()

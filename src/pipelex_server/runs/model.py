@@ -59,7 +59,9 @@ class RunRequest:
     callback_urls: list[str]
     tree: dict[str, str] | None = None
     tree_digest: str | None = None
+    tree_dependencies: dict[str, dict[str, str]] | None = None  # address -> tree path -> SHA-256, kept like ``tree``
     tree_files: MethodTreeFiles | None = field(default=None, compare=False, repr=False)
+    method_provenance: dict[str, Any] | None = None  # a method_ref's address, tag, commit, tree digest, display name
 
     def to_json(self) -> dict[str, Any]:
         document = {
@@ -75,6 +77,10 @@ class RunRequest:
         if self.tree is not None:  # absent otherwise, so the fingerprint of a request without a tree is unchanged
             document["tree"] = self.tree
             document["tree_digest"] = self.tree_digest
+            if self.tree_dependencies:
+                document["tree_dependencies"] = self.tree_dependencies
+        if self.method_provenance is not None:
+            document["method_provenance"] = self.method_provenance
         return document
 
     @classmethod
@@ -90,6 +96,8 @@ class RunRequest:
             callback_urls=list(data.get("callback_urls") or []),
             tree=data.get("tree"),
             tree_digest=data.get("tree_digest"),
+            tree_dependencies=data.get("tree_dependencies"),
+            method_provenance=data.get("method_provenance"),
         )
 
     def fingerprint(self) -> str:
@@ -106,7 +114,7 @@ class RunRequest:
         """What the engine needs to run it: everything but the callbacks, which are the run service's, and the tree,
         which the caller hands over as files (``tree_files``, or read back from the blobs)."""
         arguments = self.to_json()
-        for name in ("callback_urls", "tree", "tree_digest"):
+        for name in ("callback_urls", "tree", "tree_digest", "tree_dependencies", "method_provenance"):
             arguments.pop(name, None)
         return arguments
 

@@ -54,6 +54,7 @@ runs = sa.Table(
     sa.Column("output_url", sa.String(1024)),
     sa.Column("error", sa.JSON),
     sa.Column("usage", sa.JSON),
+    sa.Column("crate_fingerprint", sa.String(128)),  # a completed run's library crate, as the runtime fingerprints it (0004)
     sa.Column("workflow_id", sa.String(256)),
     sa.Column("callbacks", sa.JSON),
     sa.Column("lease_owner", sa.String(64)),

@@ -181,6 +181,10 @@ def validate_answer(
     """Engine.validate's verdict -> the protocol's ValidationResult (discriminated on is_valid), as the official server
     answers it: members with no value are absent; `input_form` and `output_form` only when `views` names them,
     `rendered_markdown` only when `markdown` is asked for; `mthds_contents` echoes the contents validated."""
+    if verdict.get("fault") and verdict.get("problem"):
+        # no verdict on the method (the runtime's validator failed otherwise than by refusing it): its problem, as the
+        # official server answers it
+        raise ApiProblem.from_document(verdict["problem"])
     message = str(verdict.get("message") or "")
     report = verdict.get("protocol_report") or {}
     if verdict.get("success"):
@@ -232,9 +236,20 @@ def parse_category(raw: str | None) -> ModelCategory | None:
 
 
 def models_answer(deck: dict[str, Any], category: ModelCategory | None) -> dict[str, Any]:
+    """The deck, or one category of it as the official server narrows it: its models, and the aliases and waterfalls
+    keyed by that category (the other categories' maps are left out, not emptied)."""
     if category is None:
         return deck
-    return {**deck, "models": [model for model in deck.get("models") or [] if model.get("type") == category.value]}
+    wanted = category.value
+
+    def narrowed(by_category: Any) -> Any:
+        return {name: value for name, value in by_category.items() if name == wanted} if isinstance(by_category, dict) else by_category
+
+    return {
+        **deck,
+        "models": [model for model in deck.get("models") or [] if model.get("type") == wanted],
+        **{member: narrowed(deck[member]) for member in ("aliases", "waterfalls") if member in deck},
+    }
 
 
 def version_answer(

@@ -132,3 +132,41 @@ def protocol_item(item: dict[str, Any]) -> dict[str, Any] | None:
     if not isinstance(code, str) or not isinstance(detail, str):
         return None
     return {key: value for key, value in item.items() if value is not None}
+
+
+# ---------------------------------------------------------------- request refusals, as the official server words them
+
+
+def _shown_path(location: Any) -> str:
+    path = location.get("path") if isinstance(location, dict) else None
+    segments = [str(segment) for segment in (path or [])[1:9]]
+    return ".".join(segments) + (".…" if path and len(path) > 9 else "") if segments else "the body"
+
+
+def protocol_refusal(problem: ApiProblem) -> ApiProblem:
+    """A request refusal under /v1 in the official server's code and params (the /api/v1 routes keep ours):
+
+    - a reserved object key (`input.reserved_key`, params.key) is the runtime registry's `pipelex.security.reserved_key`
+      with params.keys; the detail says where the key is;
+    - a body that is not JSON (`request.malformed` from the decoder, which lists the decoder's error) is
+      `request.malformed` with params.reason `not_json`; the detail says at which character the decoder stopped.
+
+    Any other problem is returned as it is."""
+    if problem.code == "input.reserved_key":
+        from pipelex_server.engine.problems import registry_problem
+
+        key = str((problem.members.get("params") or {}).get("key") or "")
+        where = _shown_path(problem.members.get("location"))
+        detail = (
+            f"The request carries the reserved object key {key!r} (at {where}): no object under inputs may carry a "
+            "'__class__' or '__module__' key, or a key starting with '__kajson'."
+        )
+        return registry_problem("pipelex.security.reserved_key", detail=detail, params={"keys": [key]})
+    decoder_errors = problem.members.get("errors")
+    if problem.code == "request.malformed" and decoder_errors and "params" not in problem.members:
+        path = ((decoder_errors[0] or {}).get("location") or {}).get("path") or []
+        at = f" (the decoder stopped at character {path[1]})" if len(path) > 1 and str(path[1]).isdigit() else ""
+        return ApiProblem(
+            status=422, code="request.malformed", detail=f"The request body is not valid JSON{at}.", params={"reason": "not_json"}
+        )
+    return problem

@@ -8,15 +8,17 @@ it is read by the standard's reader (`engine/method_tree_files.py`). The seed ro
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipelex_server.api.body_guard import GuardedBody, check_bundle_text, refuse_nul
-from pipelex_server.api.schemas import FILES_DESCRIPTION, MAX_CALLBACK_URLS, RUN_ID_PATTERN
-from pipelex_server.engine.method_tree_files import MethodTreeFiles, files_document, shown
+from pipelex_server.api.schemas import FILES_DESCRIPTION, MAX_CALLBACK_URLS, RUN_ID_PATTERN, MethodSourceFields
+from pipelex_server.engine.method_tree_files import MethodTreeFiles, check_manifest, files_document, shown
 from pipelex_server.errors import ApiProblem
 from pipelex_server.runs.model import Caller, RunRequest
 
@@ -26,12 +28,19 @@ if TYPE_CHECKING:
 TOML_SUFFIXES = (".mthds", ".toml")  # files TOML parsers read: their nesting is bounded like inline bundles
 MAX_BUNDLE_FILES = 64
 MAX_BUNDLE_CHARS = 4 * 1024 * 1024
+METHOD_REF_MAX = 1024
+METHOD_REF_DESCRIPTION = (
+    "A published method package, fetched with git: github.com/<owner>/<repo>[/<selector>][@<tag>] (in place of files, "
+    "bundle_b64 and mthds_contents). The answer's method_provenance names the commit that ran."
+)
 
 
-class ProtocolRunRequest(GuardedBody):
+class ProtocolRunRequest(GuardedBody, MethodSourceFields):
     """Body of POST /v1/execute and /v1/start: the protocol's run arguments, plus our extensions."""
 
-    model_config = ConfigDict(extra="allow")  # unknown extensions (method_ref, method_id, ...) are refused by name
+    model_config = ConfigDict(extra="allow")  # unknown extensions (method_id, ...) are refused by name
+
+    method_ref: str | None = Field(default=None, min_length=1, max_length=METHOD_REF_MAX, description=METHOD_REF_DESCRIPTION)
 
     pipe_code: str | None = Field(default=None, min_length=1, max_length=512)
     files: dict[str, Any] | None = Field(default=None, description=FILES_DESCRIPTION)
@@ -46,11 +55,12 @@ class ProtocolRunRequest(GuardedBody):
     pipeline_run_id: str | None = Field(default=None, pattern=RUN_ID_PATTERN)
 
 
-class ProtocolValidateRequest(GuardedBody):
+class ProtocolValidateRequest(GuardedBody, MethodSourceFields):
     """Body of POST /v1/validate. `render` and `views` are hints: unknown tokens are ignored."""
 
     model_config = ConfigDict(extra="allow")
 
+    method_ref: str | None = Field(default=None, min_length=1, max_length=METHOD_REF_MAX, description=METHOD_REF_DESCRIPTION)
     files: dict[str, Any] | None = Field(default=None, description=FILES_DESCRIPTION)
     allow_signatures: bool = False  # the runtime's verdict is the same either way (signatures never invalidate)
     render: list[str] | None = None
@@ -59,10 +69,21 @@ class ProtocolValidateRequest(GuardedBody):
     mthds_contents: list[Annotated[str, Field(max_length=MAX_BUNDLE_CHARS)]] | None = Field(default=None, max_length=MAX_BUNDLE_FILES)
 
 
-UNSUPPORTED_SELECTORS = ("method_ref", "method_id")
+UNSUPPORTED_SELECTORS = ("method_id",)
+_OTHER_SOURCES = ("files", "bundle_b64", "mthds_contents", "dependencies", "resources")
 
 
 def refuse_unknown_extensions(body: BaseModel, *, ignored: tuple[str, ...] = ()) -> None:
+    if getattr(body, "method_ref", None) is not None:
+        for name in _OTHER_SOURCES:
+            if getattr(body, name, None) is not None:
+                raise ApiProblem(
+                    status=422,
+                    code="request.invalid",
+                    detail=f"Send the method one way: a method_ref names a published package, so {name} cannot go with it.",
+                    params={"field": "method_ref"},
+                    location={"path": ["body", "method_ref"]},
+                )
     for name in body.model_extra or {}:
         if name in ignored and name not in UNSUPPORTED_SELECTORS:
             continue
@@ -95,7 +116,7 @@ async def read_files(request: Request, engine: Engine, caller: Caller, files: di
     """The method tree a body's `files` map sends, read from the body's own JSON text (so a key given twice is seen)
     by the standard's reader; None when the body sends no `files`. Raises 4xx problems naming the file or field."""
     if files is None:
-        return None
+        return await read_method_ref(request, engine)
     document = files_document(await request.body())
     if document is None:
         raise ApiProblem(status=422, code="request.invalid", detail="files must be a JSON object.", params={"field": "files"})
@@ -113,16 +134,61 @@ async def read_files(request: Request, engine: Engine, caller: Caller, files: di
     return tree
 
 
+@dataclass(frozen=True)
+class FetchedTreeFiles(MethodTreeFiles):
+    """A method tree fetched by `method_ref`, with where it came from (the run records it and the answer shows it)."""
+
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def _method_ref_of(body: bytes) -> str | None:
+    try:
+        parsed = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    value = parsed.get("method_ref") if isinstance(parsed, dict) else None
+    return value if isinstance(value, str) else None
+
+
+async def read_method_ref(request: Request, engine: Engine) -> MethodTreeFiles | None:
+    """The package a body's `method_ref` names, fetched with git (methods/), as a method tree; None without one."""
+    method_ref = _method_ref_of(await request.body())
+    if method_ref is None:
+        return None
+    fetched = await request.app.state.services.methods.fetch(method_ref)
+    check_manifest(fetched.contents)
+    for path, data in fetched.contents.items():
+        if path.endswith(TOML_SUFFIXES):
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            refuse_nul(text, ["body", "method_ref", shown(path)])
+            check_bundle_text(text, ["body", "method_ref", shown(path)])
+    tree = MethodTreeFiles.of(fetched.contents)
+    return FetchedTreeFiles(contents=tree.contents, digest=tree.digest, hashes=tree.hashes, provenance=dict(fetched.provenance))
+
+
+def method_provenance(tree: MethodTreeFiles | None) -> dict[str, Any] | None:
+    return tree.provenance if isinstance(tree, FetchedTreeFiles) else None
+
+
 def tree_fields(tree: MethodTreeFiles | None) -> dict[str, Any]:
     """The `RunRequest` fields of a method tree (none when the request sends none)."""
     if tree is None:
         return {}
-    return {"tree": tree.hashes, "tree_digest": tree.digest, "tree_files": tree}
+    return {"tree": tree.hashes, "tree_digest": tree.digest, "tree_dependencies": tree.dependency_hashes(), "tree_files": tree}
 
 
 def to_run_request(body: ProtocolRunRequest, tree: MethodTreeFiles | None) -> RunRequest:
     if not body.pipe_code and not body.mthds_contents and tree is None:
-        raise ApiProblem(status=422, code="request.pipe_unspecified", detail="Give at least one of pipe_code and files.")
+        # as the official server answers it: the request's field pipe_code, which nothing else can stand in for here
+        raise ApiProblem(
+            status=422,
+            code="request.invalid",
+            detail="The request names no method to run: give pipe_code, files or mthds_contents.",
+            params={"field": "pipe_code"},
+        )
     return RunRequest(
         pipe_code=body.pipe_code,
         mthds_contents=body.mthds_contents,
@@ -132,6 +198,7 @@ def to_run_request(body: ProtocolRunRequest, tree: MethodTreeFiles | None) -> Ru
         dynamic_output_concept_ref=body.dynamic_output_concept_ref,
         dry_run=body.dry_run,
         callback_urls=list(body.callback_urls or []),
+        method_provenance=method_provenance(tree),
         **tree_fields(tree),
     )
 

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
 from pipelex_server.api.deps import CallerDep, RequestIdDep, ServicesDep
-from pipelex_server.api.protocol.requests import check_sources, read_files, tree_fields
+from pipelex_server.api.protocol.requests import tree_fields
+from pipelex_server.api.protocol.sources import read_source
 from pipelex_server.api.schemas import PROBLEM_RESPONSES, RUN_ID_PATTERN, ExecuteResponse, PipelineRequest, StartResponse
 from pipelex_server.engine.method_tree_files import MethodTreeFiles
 from pipelex_server.errors import ApiProblem
@@ -63,8 +64,7 @@ async def execute(
     request_id: RequestIdDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Any:
-    check_sources(body.files, body.mthds_contents)
-    request = to_run_request(body, await read_files(raw, services.engine, caller, body.files))
+    request = to_run_request(body, await read_source(raw, services.engine, caller, body))
     run_id = resolve_run_id(body, idempotency_key)
     answer = await services.runs.execute(caller=caller, request=request, run_id=run_id, request_id=request_id)
     return JSONResponse(answer)  # already plain JSON: skip re-validation against the response model
@@ -85,8 +85,7 @@ async def start(
     request_id: RequestIdDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Any:
-    check_sources(body.files, body.mthds_contents)
-    request = to_run_request(body, await read_files(raw, services.engine, caller, body.files))
+    request = to_run_request(body, await read_source(raw, services.engine, caller, body))
     run_id = resolve_run_id(body, idempotency_key)
     answer = await services.runs.start(caller=caller, request=request, run_id=run_id, request_id=request_id)
     return JSONResponse(answer, status_code=202, headers={"Location": f"/api/v1/runs/{answer['pipeline_run_id']}"})

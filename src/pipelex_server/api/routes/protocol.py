@@ -33,17 +33,16 @@ from pipelex_server.api.protocol.answers import (
     validate_answer,
     version_answer,
 )
-from pipelex_server.api.protocol.problems import complete_problem
+from pipelex_server.api.protocol.problems import complete_problem, protocol_refusal
 from pipelex_server.api.protocol.requests import (
     ProtocolRunRequest,
     ProtocolValidateRequest,
-    check_sources,
-    read_files,
     refuse_unknown_extensions,
     run_id_for,
     to_run_request,
 )
 from pipelex_server.api.protocol.responses import ProtocolRunProgress, ProtocolRunRead, ProtocolRunResults
+from pipelex_server.api.protocol.sources import read_source, source_present
 from pipelex_server.api.schemas import PROBLEM_RESPONSES, RUN_ID_PATTERN
 from pipelex_server.errors import ApiProblem, validation_problem
 from pipelex_server.runs.progress import protocol_status
@@ -59,11 +58,14 @@ class ProtocolRoute(APIRoute):
         async def protocol_handler(request: Request) -> Response:
             try:
                 return await handler(request)
-            except ApiProblem as problem:
+            except ApiProblem as raised:
+                problem = protocol_refusal(raised)
                 complete_problem(problem)
-                raise
+                if problem is raised:
+                    raise
+                raise problem from raised
             except RequestValidationError as exc:
-                problem = validation_problem(exc.errors())
+                problem = protocol_refusal(validation_problem(exc.errors()))
                 complete_problem(problem)
                 raise problem from exc
 
@@ -86,8 +88,7 @@ async def execute(
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
     refuse_unknown_extensions(body)
-    check_sources(body.files, body.mthds_contents)
-    request = to_run_request(body, await read_files(raw, services.engine, caller, body.files))
+    request = to_run_request(body, await read_source(raw, services.engine, caller, body))
     run_id = run_id_for(body, idempotency_key)
     answer = await services.runs.execute(caller=caller, request=request, run_id=run_id, request_id=request_id)
     return JSONResponse(execute_answer(answer))
@@ -109,8 +110,7 @@ async def start(
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
     refuse_unknown_extensions(body)
-    check_sources(body.files, body.mthds_contents)
-    request = to_run_request(body, await read_files(raw, services.engine, caller, body.files))
+    request = to_run_request(body, await read_source(raw, services.engine, caller, body))
     run_id = run_id_for(body, idempotency_key)
     answer = await services.runs.start(caller=caller, request=request, run_id=run_id, request_id=request_id)
     run_id = answer["pipeline_run_id"]
@@ -125,10 +125,15 @@ async def start(
 )
 async def validate(raw: Request, body: ProtocolValidateRequest, services: ServicesDep, caller: CallerDep) -> Any:
     refuse_unknown_extensions(body, ignored=tuple(body.model_extra or ()))
-    check_sources(body.files, body.mthds_contents)
-    if body.files is None and not body.mthds_contents:
-        raise ApiProblem(status=422, code="request.invalid", detail="Send the method to validate as files.", params={"field": "files"})
-    tree = await read_files(raw, services.engine, caller, body.files)
+    if not source_present(body) and not body.mthds_contents:
+        raise ApiProblem(
+            status=422,
+            code="request.invalid",
+            detail="Send the method to validate (as files or mthds_contents).",
+            params={"field": "mthds_contents"},
+            location={"field": "mthds_contents"},
+        )
+    tree = await read_source(raw, services.engine, caller, body, validating=True)
     contents = tree.bundle_texts() if tree is not None else body.mthds_contents
     await services.engine.wait_ready()
     verdict = await services.engine.validate(mthds_contents=body.mthds_contents, pipe_code=body.pipe_code, tree=tree)

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from pipelex_server.api.deps import CallerDep, ServicesDep
-from pipelex_server.api.protocol.requests import check_sources, read_files
+from pipelex_server.api.protocol.sources import read_source, source_present
 from pipelex_server.api.schemas import PROBLEM_RESPONSES, ValidateRequest, ValidateResponse
 from pipelex_server.errors import ApiProblem
 
@@ -22,15 +22,14 @@ router = APIRouter(prefix="/api/v1", tags=["validation"])
     summary="Validate a bundle: a verdict for any text, unparsable TOML included",
 )
 async def validate(raw: Request, body: ValidateRequest, services: ServicesDep, caller: CallerDep) -> Any:
-    check_sources(body.files, body.mthds_contents)
-    if body.files is None and body.mthds_contents is None:
+    if not source_present(body) and body.mthds_contents is None:
         raise ApiProblem(
             status=422,
             code="request.invalid",
             detail="Send the bundle to validate as mthds_contents, or the method's tree as files.",
             params={"field": "mthds_contents"},
         )
-    tree = await read_files(raw, services.engine, caller, body.files)
+    tree = await read_source(raw, services.engine, caller, body, validating=True)
     await services.engine.wait_ready()
     return await services.engine.validate(mthds_contents=body.mthds_contents, pipe_code=body.pipe_code, tree=tree)
 
