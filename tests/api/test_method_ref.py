@@ -222,6 +222,29 @@ async def test_method_ref_with_another_source_or_a_bad_address_is_refused(app: A
     problem_of(unknown_package, 404, "method.not_found")
 
 
+async def test_the_seed_and_build_routes_take_a_method_ref_too(app: Any, repo: MenuRepository) -> None:
+    executed = await app.client.post("/api/v1/pipeline/execute", json={"method_ref": V2, "inputs": {"note": NOTE}})
+    assert executed.status_code == 200, executed.text
+    assert main_text(executed.json()).startswith("STUB: KITCHEN V2 write a menu card for: STUB: DRAFTING")
+    assert executed.json()["method_provenance"]["commit_sha"] == repo.commits["v2.0.0"]
+
+    started = await app.client.post("/api/v1/pipeline/start", json={"method_ref": V1, "inputs": {"note": NOTE}})
+    assert started.status_code == 202, started.text
+    run = await wait_for_end(app.client, started.json()["pipeline_run_id"])
+    assert run["pipeline_state"] == "COMPLETED", run
+    assert run["method_provenance"]["commit_sha"] == repo.commits["v1.0.0"]  # on the run document too
+
+    verdict = await app.client.post("/api/v1/validate", json={"method_ref": V1})
+    assert verdict.status_code == 200 and verdict.json()["success"] is True, verdict.text
+    template = await app.client.post("/api/v1/build/inputs", json={"method_ref": V1, "format": "json"})
+    assert template.status_code == 200, template.text
+    assert "note" in template.text
+    assert repo.fetches() == 2  # one per commit, whatever the route
+
+    both = await app.client.post("/api/v1/pipeline/execute", json={"method_ref": V1, "mthds_contents": ["x"]})
+    assert problem_of(both, 422, "request.invalid")["params"]["field"] == "method_ref"
+
+
 # ---------------------------------------------------------------- cache bounds
 
 

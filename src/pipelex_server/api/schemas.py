@@ -30,9 +30,17 @@ DEPENDENCIES_DESCRIPTION = (
 )
 
 
+METHOD_REF_MAX = 1024
+METHOD_REF_DESCRIPTION = (
+    "A published method package, fetched with git: github.com/<owner>/<repo>[/<selector>][@<tag>] (in place of files, "
+    "bundle_b64 and mthds_contents). The answer's method_provenance names the commit that ran."
+)
+
+
 class MethodSourceFields(BaseModel):
     """The run sources beside `files` and `mthds_contents` (api/protocol/sources.py reads them)."""
 
+    method_ref: str | None = Field(default=None, min_length=1, max_length=METHOD_REF_MAX, description=METHOD_REF_DESCRIPTION)
     bundle_b64: str | None = Field(default=None, description=BUNDLE_B64_DESCRIPTION)
     resources: dict[str, Any] | None = Field(default=None, description=RESOURCES_DESCRIPTION)
     dependencies: dict[str, Any] | None = Field(default=None, description=DEPENDENCIES_DESCRIPTION)
@@ -119,6 +127,9 @@ class ExecuteResponse(BaseModel):
         description="The fingerprint of the library crate the run's method was loaded into (the runtime's): it changes with "
         "the meaning of the method's concepts and pipes, not with their formatting. Null when the run was built from none.",
     )
+    method_provenance: dict[str, Any] | None = Field(
+        default=None, description="Where a method_ref run's package came from: address, tag, commit_sha, tree_digest, display_name."
+    )
 
 
 class CallbackRecord(BaseModel):
@@ -145,6 +156,9 @@ class RunDocument(BaseModel):
     dry_run: bool
     workflow_id: str | None
     callbacks: list[CallbackRecord]
+    method_provenance: dict[str, Any] | None = Field(
+        default=None, description="Where a method_ref run's package came from: address, tag, commit_sha, tree_digest, display_name."
+    )
 
 
 class RunList(BaseModel):
@@ -160,6 +174,9 @@ class StartResponse(BaseModel):
     main_stuff_name: str | None
     pipe_output: PipeOutput | None
     workflow_id: str | None
+    method_provenance: dict[str, Any] | None = Field(
+        default=None, description="Where a method_ref run's package came from: address, tag, commit_sha, tree_digest, display_name."
+    )
 
 
 class ValidationItem(BaseModel):

@@ -28,19 +28,12 @@ if TYPE_CHECKING:
 TOML_SUFFIXES = (".mthds", ".toml")  # files TOML parsers read: their nesting is bounded like inline bundles
 MAX_BUNDLE_FILES = 64
 MAX_BUNDLE_CHARS = 4 * 1024 * 1024
-METHOD_REF_MAX = 1024
-METHOD_REF_DESCRIPTION = (
-    "A published method package, fetched with git: github.com/<owner>/<repo>[/<selector>][@<tag>] (in place of files, "
-    "bundle_b64 and mthds_contents). The answer's method_provenance names the commit that ran."
-)
 
 
 class ProtocolRunRequest(GuardedBody, MethodSourceFields):
     """Body of POST /v1/execute and /v1/start: the protocol's run arguments, plus our extensions."""
 
     model_config = ConfigDict(extra="allow")  # unknown extensions (method_id, ...) are refused by name
-
-    method_ref: str | None = Field(default=None, min_length=1, max_length=METHOD_REF_MAX, description=METHOD_REF_DESCRIPTION)
 
     pipe_code: str | None = Field(default=None, min_length=1, max_length=512)
     files: dict[str, Any] | None = Field(default=None, description=FILES_DESCRIPTION)
@@ -60,7 +53,6 @@ class ProtocolValidateRequest(GuardedBody, MethodSourceFields):
 
     model_config = ConfigDict(extra="allow")
 
-    method_ref: str | None = Field(default=None, min_length=1, max_length=METHOD_REF_MAX, description=METHOD_REF_DESCRIPTION)
     files: dict[str, Any] | None = Field(default=None, description=FILES_DESCRIPTION)
     allow_signatures: bool = False  # the runtime's verdict is the same either way (signatures never invalidate)
     render: list[str] | None = None
@@ -70,20 +62,9 @@ class ProtocolValidateRequest(GuardedBody, MethodSourceFields):
 
 
 UNSUPPORTED_SELECTORS = ("method_id",)
-_OTHER_SOURCES = ("files", "bundle_b64", "mthds_contents", "dependencies", "resources")
 
 
 def refuse_unknown_extensions(body: BaseModel, *, ignored: tuple[str, ...] = ()) -> None:
-    if getattr(body, "method_ref", None) is not None:
-        for name in _OTHER_SOURCES:
-            if getattr(body, name, None) is not None:
-                raise ApiProblem(
-                    status=422,
-                    code="request.invalid",
-                    detail=f"Send the method one way: a method_ref names a published package, so {name} cannot go with it.",
-                    params={"field": "method_ref"},
-                    location={"path": ["body", "method_ref"]},
-                )
     for name in body.model_extra or {}:
         if name in ignored and name not in UNSUPPORTED_SELECTORS:
             continue
@@ -177,7 +158,13 @@ def tree_fields(tree: MethodTreeFiles | None) -> dict[str, Any]:
     """The `RunRequest` fields of a method tree (none when the request sends none)."""
     if tree is None:
         return {}
-    return {"tree": tree.hashes, "tree_digest": tree.digest, "tree_dependencies": tree.dependency_hashes(), "tree_files": tree}
+    return {
+        "tree": tree.hashes,
+        "tree_digest": tree.digest,
+        "tree_dependencies": tree.dependency_hashes(),
+        "tree_files": tree,
+        "method_provenance": method_provenance(tree),
+    }
 
 
 def to_run_request(body: ProtocolRunRequest, tree: MethodTreeFiles | None) -> RunRequest:
@@ -198,7 +185,6 @@ def to_run_request(body: ProtocolRunRequest, tree: MethodTreeFiles | None) -> Ru
         dynamic_output_concept_ref=body.dynamic_output_concept_ref,
         dry_run=body.dry_run,
         callback_urls=list(body.callback_urls or []),
-        method_provenance=method_provenance(tree),
         **tree_fields(tree),
     )
 

@@ -47,7 +47,14 @@ def _invalid(field: str, detail: str) -> ApiProblem:
 
 
 def check_one_source(body: Any) -> None:
-    """A method is sent one way: as `files`, as `bundle_b64` or as `mthds_contents`; `dependencies` go beside `files`."""
+    """A method is sent one way: as `method_ref`, `files`, `bundle_b64` or `mthds_contents`; `dependencies` go beside
+    `files`."""
+    if getattr(body, "method_ref", None) is not None:
+        for name in ("files", BUNDLE_FIELD, "mthds_contents", DEPENDENCIES_FIELD, RESOURCES_FIELD):
+            if getattr(body, name, None) is not None:
+                raise _invalid(
+                    "method_ref", f"Send the method one way: a method_ref names a published package, so {name} cannot go with it."
+                )
     files, bundle = getattr(body, "files", None), getattr(body, "bundle_b64", None)
     mthds_contents, dependencies = getattr(body, "mthds_contents", None), getattr(body, "dependencies", None)
     if files is not None and bundle is not None:
