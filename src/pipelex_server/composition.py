@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import io
+import logging
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +46,8 @@ from pipelex_server.store.runs import RunRepository
 from pipelex_server.store.uploads import UploadRepository
 from pipelex_server.uploads import UploadService
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class Services:
@@ -65,17 +70,34 @@ class Services:
         self.boot = asyncio.create_task(self.engine.start(), name="runtime-boot")
 
     async def close(self, *, grace_seconds: float) -> None:
-        await self.runs.close(grace_seconds=grace_seconds)
-        await self.uploads.close()
+        """Each step is bounded: a shutdown never hangs on one of them. A step past its bound is logged with the stacks
+        of the tasks still pending (what it was waiting for), and the next steps run anyway."""
+        await _bounded("the run service", self.runs.close(grace_seconds=grace_seconds), grace_seconds + CLOSE_STEP_SECONDS * 3)
+        await _bounded("the upload service", self.uploads.close())
         if self.boot is not None:
             if not self.boot.done():
                 self.boot.cancel()
             with contextlib.suppress(BaseException):
-                await self.boot
+                await _bounded("the runtime boot", self.boot)
         self.engine.stop()
-        await self.database.dispose()
-        await self.fetcher.aclose()
-        await self.store.close()
+        await _bounded("the database", self.database.dispose())
+        await _bounded("the fetcher", self.fetcher.aclose())
+        await _bounded("the object store", self.store.close())
+
+
+CLOSE_STEP_SECONDS = 10.0
+
+
+async def _bounded(what: str, step: Awaitable[Any], seconds: float = CLOSE_STEP_SECONDS) -> None:
+    try:
+        async with asyncio.timeout(seconds):
+            await step
+    except TimeoutError:
+        pending = [task for task in asyncio.all_tasks() if task is not asyncio.current_task() and not task.done()]
+        stacks = io.StringIO()
+        for task in pending:
+            task.print_stack(limit=8, file=stacks)
+        logger.error("shutdown: closing %s took over %.0fs; going on without it. Pending tasks:\n%s", what, seconds, stacks.getvalue())
 
 
 def make_store(settings: Settings) -> Any:
