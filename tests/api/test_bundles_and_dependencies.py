@@ -20,8 +20,8 @@ import pytest
 
 from pipelex_server.engine.method_tree import trees_base_dir
 from pipelex_server.runs.model import RunRequest
-from tests.api.test_method_trees import CALLER, METHODS, NOTE, assert_menu_written, main_text, problem_of, tree_of
-from tests.support.bundles import SEED_BUNDLE, SEED_TEXT
+from tests.api.test_method_trees import CALLER, NOTE, assert_menu_written, main_text, problem_of, tree_of
+from tests.support.bundles import METHODS_DIR, SEED_BUNDLE, SEED_TEXT
 from tests.support.runs import wait_for_end
 
 GUEST = "Ada, arriving from Lisbon"
@@ -235,7 +235,7 @@ def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-TEMPLATE = (METHODS / "report_package" / "templates" / "report.html").read_text()
+TEMPLATE = (METHODS_DIR / "report_package" / "templates" / "report.html").read_text()
 
 
 async def test_resources_join_a_tree_and_reach_a_step(client: httpx.AsyncClient) -> None:
@@ -263,7 +263,7 @@ async def test_resources_join_a_tree_and_reach_a_step(client: httpx.AsyncClient)
 
 
 async def test_resources_beside_inline_bundles_are_the_runtimes_submitted_files(client: httpx.AsyncClient) -> None:
-    report = (METHODS / "report_package" / "report.mthds").read_text()
+    report = (METHODS_DIR / "report_package" / "report.mthds").read_text()
     bare = {"mthds_contents": [report], "pipe_code": "print_report", "inputs": {"text": SEED_TEXT}}
     refused = await client.post("/v1/execute", json=bare)
     assert refused.status_code == 422, refused.text
@@ -400,7 +400,7 @@ BAD_DEPENDENCIES: dict[str, tuple[dict[str, Any], str, dict[str, Any]]] = {
         {"key": "github.com/someone/else/greeting", "address": GREETING_ADDRESS},
     ),
     "no_manifest": (
-        {"github.com/x/y/z": {"greet.mthds": (METHODS / "greeting_dependency" / "greet.mthds").read_text()}},
+        {"github.com/x/y/z": {"greet.mthds": (METHODS_DIR / "greeting_dependency" / "greet.mthds").read_text()}},
         "method.package_invalid",
         {"reason": "manifest_missing", "field": "dependencies"},
     ),

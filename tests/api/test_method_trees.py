@@ -17,17 +17,13 @@ import pytest
 
 from pipelex_server.engine.method_tree import trees_base_dir
 from pipelex_server.runs.model import RunRequest
-from tests.support.bundles import SEED_BUNDLE, SEED_TEXT
+from tests.support.bundles import SEED_BUNDLE, SEED_TEXT, package_files
 
-METHODS = Path(__file__).resolve().parents[1] / "support" / "methods"
 NOTE = "grilled fish, lemon tart TOKEN-MENU"
 CALLER = "shared"  # AUTH_MODE=none: every request is the shared caller
 
 
-def tree_of(name: str) -> dict[str, str]:
-    """A fixture package as a `files` map of inline text entries."""
-    root = METHODS / name
-    return {path.relative_to(root).as_posix(): path.read_text() for path in sorted(root.rglob("*")) if path.is_file()}
+tree_of = package_files  # a fixture package as a `files` map
 
 
 def sha256(data: bytes) -> str:

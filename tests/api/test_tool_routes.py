@@ -13,52 +13,12 @@ import pytest
 
 from pipelex_server.blobs import sha256_of
 from pipelex_server.engine import codegen as crates
-from tests.support.bundles import SEED_BUNDLE
+from tests.support.bundles import SEED_BUNDLE, package_files
 
 SECRET = "tool-routes-secret-that-is-long-enough-for-hs256"
 FILES = {"hello.mthds": SEED_BUNDLE}
-MANIFEST = """[package]
-address = "github.com/pipelex-server-tests/greetings"
-version = "1.0.0"
-description = "A greeting the wording domain polishes"
-main_pipe = "greet"
-
-[exports.greeting]
-pipes = ["greet"]
-
-[exports.wording]
-pipes = ["polish"]
-"""
-GREETING = """domain = "greeting"
-main_pipe = "greet"
-
-[pipe.greet]
-type = "PipeSequence"
-description = "Draft a greeting, then have the wording domain polish it"
-inputs = { name = "Text" }
-output = "Text"
-steps = [
-  { pipe = "draft", result = "draft" },
-  { pipe = "wording.polish", result = "greeting" },
-]
-
-[pipe.draft]
-type = "PipeLLM"
-description = "Draft a greeting"
-inputs = { name = "Text" }
-output = "Text"
-prompt = "Write a short greeting for $name"
-"""
-WORDING = """domain = "wording"
-
-[pipe.polish]
-type = "PipeLLM"
-description = "Polish a draft"
-inputs = { draft = "Text" }
-output = "Text"
-prompt = "Polish this greeting: $draft"
-"""
-TREE = {"METHODS.toml": MANIFEST, "greeting.mthds": GREETING, "wording.mthds": WORDING, "notes/README.md": "Greetings.\n"}
+TREE = package_files("greeting_package")
+MANIFEST, GREETING, WORDING = TREE["METHODS.toml"], TREE["greeting.mthds"], TREE["wording.mthds"]
 BAD_TOML = 'domain = "broken"\n[pipe.x\ntype = "PipeLLM"\n'
 # Past the MTHDS linter's native parser: it reads on after the unclosed string and recurses once per bracket.
 PARSER_CRASHER = 'a = "unclosed\nb = ' + "[" * 200_000

@@ -20,13 +20,12 @@ import uuid
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, NoReturn
 
 import httpx
 import pytest
 
-from tests.support.bundles import SEED_BUNDLE, SEED_TEXT
+from tests.support.bundles import SEED_BUNDLE, SEED_TEXT, package_files
 from tests.support.official_server import OFFICIAL_VERSION, REQUIRE_ENV, OfficialServer, OfficialUnavailable, install_official
 from tests.support.server import ServerProcess
 from tests.support.stub_llm import StubLLM
@@ -185,51 +184,8 @@ BAD_TOML = 'domain = "broken"\n[pipe.x\ntype = "PipeLLM"\n'
 
 # A method package sent as `files`: METHODS.toml, two bundles in two domains (one calls the other's exported pipe) and a
 # file no bundle reads; TREE_WITH_TEMPLATE adds a third bundle whose PipeDocGen step references a template file.
-MANIFEST = """[package]
-address = "github.com/pipelex-server-tests/greetings"
-version = "1.0.0"
-description = "A greeting the wording domain polishes"
-main_pipe = "greet"
-
-[exports.greeting]
-pipes = ["greet"]
-
-[exports.wording]
-pipes = ["polish"]
-"""
-TREE = {
-    "METHODS.toml": MANIFEST,
-    "greeting.mthds": """domain = "greeting"
-main_pipe = "greet"
-
-[pipe.greet]
-type = "PipeSequence"
-description = "Draft a greeting, then have the wording domain polish it"
-inputs = { name = "Text" }
-output = "Text"
-steps = [
-  { pipe = "draft", result = "draft" },
-  { pipe = "wording.polish", result = "greeting" },
-]
-
-[pipe.draft]
-type = "PipeLLM"
-description = "Draft a greeting"
-inputs = { name = "Text" }
-output = "Text"
-prompt = "Write a short greeting for $name"
-""",
-    "wording.mthds": """domain = "wording"
-
-[pipe.polish]
-type = "PipeLLM"
-description = "Polish a draft"
-inputs = { draft = "Text" }
-output = "Text"
-prompt = "Polish this greeting: $draft"
-""",
-    "notes/README.md": "Greetings, polished.\n",
-}
+TREE = package_files("greeting_package")
+MANIFEST = TREE["METHODS.toml"]
 TREE_WITH_TEMPLATE = {
     **TREE,
     "METHODS.toml": MANIFEST + '\n[exports.cards]\npipes = ["print_card"]\n',
@@ -262,22 +218,17 @@ def _zip(files: dict[str, str]) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def _package(name: str) -> dict[str, str]:
-    root = Path(__file__).resolve().parents[1] / "support" / "methods" / name
-    return {path.relative_to(root).as_posix(): path.read_text() for path in sorted(root.rglob("*")) if path.is_file()}
-
-
 def _with_dependency() -> dict[str, Any]:
     """A package calling the exported pipe of a dependency it carries (tests/support/methods)."""
     return {
-        "files": _package("welcome_package"),
-        "dependencies": {"github.com/pipelex-server-tests/greeting/greeting": _package("greeting_dependency")},
+        "files": package_files("welcome_package"),
+        "dependencies": {"github.com/pipelex-server-tests/greeting/greeting": package_files("greeting_dependency")},
     }
 
 
 def _vendored_bundle() -> dict[str, str]:
-    shipped = {f".mthds/methods/greeting/{path}": text for path, text in _package("greeting_dependency").items()}
-    return {**_package("welcome_package"), **shipped}
+    shipped = {f".mthds/methods/greeting/{path}": text for path, text in package_files("greeting_dependency").items()}
+    return {**package_files("welcome_package"), **shipped}
 
 
 def xfail(item: str) -> pytest.MarkDecorator:

@@ -1,4 +1,8 @@
-"""MTHDS bundles the tests run."""
+"""MTHDS bundles the tests run, and the method packages under tests/support/methods."""
+
+from pathlib import Path
+
+METHODS_DIR = Path(__file__).resolve().parent / "methods"
 
 SEED_BUNDLE = """domain = "hello"
 main_pipe = "summarize"
@@ -12,6 +16,12 @@ prompt = "Summarize in one sentence:\\n@text"
 """
 
 SEED_TEXT = "Pipelex turns plain-language pipeline definitions into reproducible AI workflows that run as HTTP endpoints."
+
+
+def package_files(name: str) -> dict[str, str]:
+    """A fixture package of tests/support/methods as a `files` map of inline text entries, in tree path order."""
+    root = METHODS_DIR / name
+    return {path.relative_to(root).as_posix(): path.read_text() for path in sorted(root.rglob("*")) if path.is_file()}
 
 
 def seed_request(**extra: object) -> dict[str, object]:
