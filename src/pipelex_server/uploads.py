@@ -13,7 +13,7 @@ import logging
 import re
 import uuid
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from pipelex_server.errors import ApiProblem
 from pipelex_server.fetch import sanitize_filename
@@ -65,11 +65,20 @@ def _not_found(upload_id: str) -> ApiProblem:
     return ApiProblem(status=404, code="upload.not_found", detail=f"No upload {upload_id!r}.", params={"upload_id": upload_id})
 
 
+class UploadListener(Protocol):
+    """Told of every upload stored and removed (the platform's file records, files/service.py)."""
+
+    async def upload_created(self, row: dict[str, Any], record: dict[str, Any]) -> None: ...
+
+    async def upload_deleted(self, row: dict[str, Any]) -> None: ...
+
+
 class UploadService:
     def __init__(self, *, settings: Settings, repository: UploadRepository, store: ObjectStore) -> None:
         self.settings = settings
         self.repository = repository
         self.store = store
+        self.listeners: list[UploadListener] = []
         self._background: asyncio.Task[None] | None = None
 
     def start_background(self) -> None:
@@ -81,7 +90,10 @@ class UploadService:
             self._background.cancel()
             await asyncio.gather(self._background, return_exceptions=True)
 
-    async def create(self, *, caller: Caller, data: bytes, filename: str | None, declared_type: str | None) -> dict[str, Any]:
+    async def create(
+        self, *, caller: Caller, data: bytes, filename: str | None, declared_type: str | None, record: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Store and record an upload; ``record`` is what the listeners record with it (the name as sent, kind, ...)."""
         if not data:
             raise ApiProblem(status=422, code="upload.missing_file", detail="The uploaded file is empty.")
         upload_id = uuid.uuid4().hex
@@ -107,6 +119,13 @@ class UploadService:
         except BaseException:
             await self._delete_object(key)
             raise
+        try:
+            for listener in self.listeners:
+                await listener.upload_created(row, {"original_name": filename, **(record or {})})
+        except BaseException:
+            await self.repository.delete(upload_id, caller.id)
+            await self._delete_object(key)
+            raise
         return upload_document(row)
 
     async def get(self, *, caller: Caller, upload_id: str) -> dict[str, Any]:
@@ -126,6 +145,8 @@ class UploadService:
         row = await self.repository.delete(upload_id, caller.id) if UPLOAD_ID_RE.match(upload_id) else None
         if row is None:
             raise _not_found(upload_id)
+        for listener in self.listeners:
+            await listener.upload_deleted(row)
         await self._delete_object(row["key"])
 
     async def _delete_object(self, key: str) -> None:
@@ -142,6 +163,8 @@ class UploadService:
         count = 0
         while batch := await self.repository.purge_before(utcnow() - timedelta(days=days)):
             for row in batch:
+                for listener in self.listeners:
+                    await listener.upload_deleted(row)
                 await self._delete_object(row["key"])
             count += len(batch)
         if count:

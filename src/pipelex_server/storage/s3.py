@@ -276,5 +276,23 @@ class S3ObjectStore(ObjectStore):
     async def check(self) -> None:
         await self._list_page("", None, max_keys=1)
 
+    def presigned_get_url(self, key: str, *, expires_seconds: int, response_headers: Sequence[tuple[str, str]] = ()) -> str:
+        """A SigV4 presigned GET of one object, valid ``expires_seconds`` (``response_headers``: S3's response-* overrides,
+        signed with it). Used by the platform's storage links (files/links.py)."""
+        from pipelex_server.storage.presign import presigned_query
+
+        validate_key(key)
+        path = f"{self._bucket_path}/{uri_encode(key, keep_slash=True)}"
+        query = presigned_query(
+            method="GET",
+            host=self._host,
+            canonical_uri=path,
+            credentials=self._credentials,
+            region=self.region,
+            expires_seconds=expires_seconds,
+            extra=response_headers,
+        )
+        return f"{self._origin}{path}?{query}"
+
     async def close(self) -> None:
         await self._client.aclose()

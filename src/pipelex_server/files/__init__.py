@@ -1,0 +1,1 @@
+"""The platform's files: file records, uploads as the SDK sends them, signed storage links, runs' files and history."""
