@@ -289,8 +289,11 @@ async def test_files_are_checked_before_anything_runs(deployment: Deployment) ->
         assert missing.value.problem.code == "request.blobs_missing"
         assert missing.value.problem.params.missing_blobs == [by_hash.sha256]
         with pytest.raises(MthdsApiResponseError) as unknown:
-            await client.execute(files=SEED_FILES, inputs={"text": SEED_TEXT}, extra={"method_id": "hosted-only"})
+            await client.execute(files=SEED_FILES, inputs={"text": SEED_TEXT}, extra={"not_a_field": "hosted-only"})
         assert unknown.value.problem.code == "request.unsupported"
+        with pytest.raises(MthdsApiResponseError) as not_a_selector:  # method_id names a catalog method (docs/platform.md)
+            await client.execute(files=SEED_FILES, inputs={"text": SEED_TEXT}, extra={"method_id": "hosted-only"})
+        assert (not_a_selector.value.problem.code, not_a_selector.value.status) == ("request.invalid", 422)
         # a bundle the runtime refuses is a 422 at start, with the runtime's own code
         with pytest.raises(MthdsApiResponseError) as invalid:
             await client.start(files={"broken.mthds": "domain = [\n"}, inputs={})
@@ -391,12 +394,12 @@ async def test_an_unknown_route_reads_as_absent_and_a_missing_run_does_not(deplo
 
     async with deployment.pipelex() as client:
         with pytest.raises(ApiResponseError) as absent:
-            await client.get_subscription()  # a hosted-platform route this server does not serve
+            await client.get_file_archive("fa_none")  # a hosted-platform route this server does not serve
         with pytest.raises(ApiResponseError) as missing:
             await client.get_run_status("no-such-run")
     assert absent.value.status == 404
     assert absent.value.problem.code == "request.not_found" and absent.value.problem.domain == "input"
-    assert "/v1/billing/subscription" in absent.value.problem.detail
+    assert "/v1/files/archives/fa_none" in absent.value.problem.detail
     assert not isinstance(missing.value, RunLifecycleUnavailableError)
     assert missing.value.problem.code == "run.not_found"
     with deployment.http() as http:

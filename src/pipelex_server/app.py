@@ -16,7 +16,25 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pipelex_server.api.blob_body_limit import BodyLimitExceptBlobUploads
 from pipelex_server.api.local_guard import LocalSafetyMiddleware, allowed_host_names
 from pipelex_server.api.middleware import RequestIdMiddleware
-from pipelex_server.api.routes import blobs, build, health, pipeline, protocol, runs, tools, uploads, validate
+from pipelex_server.api.routes import (
+    blobs,
+    build,
+    catalog,
+    examples,
+    files,
+    health,
+    keys,
+    me,
+    pipeline,
+    platform_runs,
+    protocol,
+    runs,
+    storage_links,
+    tools,
+    unsupported,
+    uploads,
+    validate,
+)
 from pipelex_server.composition import build_services
 from pipelex_server.errors import PROBLEM_CONTENT_TYPE, ApiProblem, internal_error, validation_problem
 from pipelex_server.settings import AuthMode, Settings
@@ -80,6 +98,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services.boot_in_background()
         services.runs.start_background()
         services.uploads.start_background()
+        if services.catalog is not None:
+            await services.catalog.eraser.resume()  # erasures a previous process claimed and did not finish
         try:
             yield
         finally:
@@ -97,9 +117,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     routers = (
         *(health.router, pipeline.router, validate.router, runs.router, uploads.router, build.router),
         *(protocol.router, blobs.router, tools.router),
+        *(me.router, unsupported.router),  # the caller's profile; the hosted-only routes (501, not in the OpenAPI document)
+        *(catalog.router, examples.router),  # the methods catalog (docs/platform.md)
+        *(files.router, storage_links.router, platform_runs.router),  # files, storage links, run records (docs/files.md)
     )
     for router in routers:
         app.include_router(router)
+    app.include_router(keys.router, include_in_schema=settings.auth_mode is AuthMode.KEYS)  # other modes: 501 runtime.unsupported
     if settings.cors_allow_origins:
         app.add_middleware(
             CORSMiddleware,

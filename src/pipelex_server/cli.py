@@ -1,4 +1,4 @@
-"""`pipelex-server serve | worker | migrate`."""
+"""`pipelex-server serve | worker | migrate | keys`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from pipelex_server import key_commands
 from pipelex_server.errors import ConfigurationError
 
 
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--log-level", default="info")
     commands.add_parser("worker", help="run a Temporal worker (EXECUTION_MODE=temporal)")
     commands.add_parser("migrate", help="apply the run-store migrations")
+    key_commands.add_parser(commands)
     args = parser.parse_args(argv)
     _configure_logging()
 
@@ -67,6 +69,8 @@ def main(argv: list[str] | None = None) -> None:
             run_server(host=settings.host, port=settings.port, workers=args.workers, log_level=args.log_level)
         elif args.command == "migrate":
             _migrate()
+        elif args.command == "keys":
+            sys.exit(key_commands.run(args))
         else:
             from pipelex_server.engine.home import require_clean_working_directory
             from pipelex_server.settings import load_settings

@@ -19,9 +19,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pipelex_server.blob_signing import UploadSigner
 from pipelex_server.blob_uploads import BlobService
 from pipelex_server.blobs import BlobStore
+from pipelex_server.catalog.deletion import MethodEraser
+from pipelex_server.catalog.examples import ExampleService
+from pipelex_server.catalog.links import FileLinks
+from pipelex_server.catalog.publish import Publisher
+from pipelex_server.catalog.service import CatalogService
 from pipelex_server.engine.runtime import Engine
 from pipelex_server.errors import ConfigurationError
 from pipelex_server.fetch import Fetcher
+from pipelex_server.files.build import Files, build_files
+from pipelex_server.key_service import ApiKeyService
 from pipelex_server.methods.cache import MethodCache
 from pipelex_server.methods.git import Git
 from pipelex_server.methods.source import MethodSource
@@ -39,9 +46,12 @@ from pipelex_server.runs.maintenance import RetentionPurge
 from pipelex_server.runs.service import RunService
 from pipelex_server.settings import Settings
 from pipelex_server.storage import ObjectStore, StorageUnavailable, make_object_store
+from pipelex_server.store.api_keys import ApiKeyRepository
+from pipelex_server.store.catalog import CatalogRepository
 from pipelex_server.store.checkpoints import CheckpointRepository
 from pipelex_server.store.db import make_engine, migrate
 from pipelex_server.store.deliveries import DeliveryRepository
+from pipelex_server.store.examples import ExampleRepository
 from pipelex_server.store.runs import RunRepository
 from pipelex_server.store.uploads import UploadRepository
 from pipelex_server.uploads import UploadService
@@ -63,6 +73,9 @@ class Services:
     blobs: BlobService
     temporal: Any = None  # the Temporal client runs are submitted to, and a worker polls (Temporal mode)
     methods: MethodSource | None = None  # method_ref: git fetches and the commit cache
+    catalog: Catalog | None = None  # the methods catalog (methods, versions, examples, erasure)
+    api_keys: ApiKeyService | None = None  # AUTH_MODE=keys: the callers' API keys (docs/api-keys.md)
+    files: Files | None = None  # the platform's files, storage links, runs' files and run history (docs/files.md)
     boot: asyncio.Task[None] | None = None
 
     def boot_in_background(self) -> None:
@@ -72,6 +85,8 @@ class Services:
     async def close(self, *, grace_seconds: float) -> None:
         """Each step is bounded: a shutdown never hangs on one of them. A step past its bound is logged with the stacks
         of the tasks still pending (what it was waiting for), and the next steps run anyway."""
+        if self.catalog is not None:
+            await _bounded("the catalog's erasures", self.catalog.eraser.close())
         await _bounded("the run service", self.runs.close(grace_seconds=grace_seconds), grace_seconds + CLOSE_STEP_SECONDS * 3)
         await _bounded("the upload service", self.uploads.close())
         if self.boot is not None:
@@ -86,6 +101,31 @@ class Services:
 
 
 CLOSE_STEP_SECONDS = 10.0
+
+
+@dataclass
+class Catalog:
+    """The methods catalog's services (catalog/): methods and versions, publishing, erasure, examples."""
+
+    methods: CatalogService
+    publisher: Publisher
+    eraser: MethodEraser
+    examples: ExampleService
+
+
+def build_catalog(settings: Settings, *, database: AsyncEngine, engine: Engine, runs: RunService) -> Catalog:
+    """The catalog on ``database``; its file links last STORAGE_LINK_TTL_SECONDS, signed with STORAGE_LINK_SIGNING_KEY, else
+    BLOB_UPLOAD_SIGNING_KEY, else a key of this process."""
+    secret = settings.storage_link_signing_key or settings.blob_upload_signing_key
+    key = b"method-files\n" + secret.get_secret_value().encode() if secret else None
+    links = FileLinks(key=key, ttl_seconds=settings.storage_link_ttl_seconds)
+    methods = CatalogService(repository=CatalogRepository(database), engine=engine, links=links)
+    return Catalog(
+        methods=methods,
+        publisher=Publisher(methods),
+        eraser=MethodEraser(repository=methods.repository, runs=runs),
+        examples=ExampleService(repository=ExampleRepository(database), catalog=methods, runs=runs),
+    )
 
 
 async def _bounded(what: str, step: Awaitable[Any], seconds: float = CLOSE_STEP_SECONDS) -> None:
@@ -160,6 +200,7 @@ async def build_services(settings: Settings) -> Services:
         runs = build_run_service(settings, database=database, engine=engine, store=store, temporal=temporal)
         uploads = UploadService(settings=settings, repository=UploadRepository(database), store=store)
         blobs = build_blob_service(settings, store=store)
+        files = build_files(settings, database=database, store=store, uploads=uploads)
     except BaseException:
         await database.dispose()
         await fetcher.aclose()
@@ -176,6 +217,9 @@ async def build_services(settings: Settings) -> Services:
         blobs=blobs,
         temporal=temporal,
         methods=build_method_source(settings),
+        catalog=build_catalog(settings, database=database, engine=engine, runs=runs),
+        api_keys=ApiKeyService(settings=settings, repository=ApiKeyRepository(database)),
+        files=files,
     )
 
 

@@ -19,6 +19,7 @@ class AuthMode(StrEnum):
     NONE = "none"
     API_KEY = "api_key"
     JWT = "jwt"
+    KEYS = "keys"  # per-caller API keys stored hashed in the database (docs/api-keys.md)
 
 
 class ExecutionMode(StrEnum):
@@ -50,6 +51,9 @@ class Settings(BaseSettings):
     jwt_secret_key: SecretStr | None = None
     jwt_require_exp: bool = True
     trust_forwarded_identity_headers: bool = False
+    # AUTH_MODE=keys (docs/api-keys.md): the most live keys a caller may hold, and the default lifetime of a new key
+    api_keys_max_per_caller: int = Field(default=20, ge=1, le=10000)
+    api_key_ttl_days: float | None = Field(default=None, gt=0)
 
     completion_callback_secret: SecretStr | None = None
     cors_allow_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -124,6 +128,9 @@ class Settings(BaseSettings):
     public_base_url: str | None = None
     blob_upload_signing_key: SecretStr | None = None  # unset: a random key per process
     blob_upload_url_ttl_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
+    # the platform's storage links (docs/files.md): their lifetime, and the key that signs local links and list cursors
+    storage_link_ttl_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600)
+    storage_link_signing_key: SecretStr | None = None  # unset: derived from BLOB_UPLOAD_SIGNING_KEY, else random per process
     run_retention_days: float | None = Field(default=None, gt=0)
 
     openai_base_url: str | None = None
@@ -158,6 +165,10 @@ class Settings(BaseSettings):
             raise ConfigurationError("AUTH_MODE=api_key needs API_KEY")
         if self.auth_mode is AuthMode.JWT and not (self.jwt_secret_key and self.jwt_secret_key.get_secret_value()):
             raise ConfigurationError("AUTH_MODE=jwt needs JWT_SECRET_KEY")
+        if self.auth_mode is AuthMode.KEYS and self.api_key is not None and len(self.api_key.get_secret_value()) < KEYS_BOOTSTRAP_MIN_CHARS:
+            raise ConfigurationError(
+                f"AUTH_MODE=keys: the bootstrap API_KEY mints keys for any caller; use at least {KEYS_BOOTSTRAP_MIN_CHARS} random characters"
+            )
         if self.trust_forwarded_identity_headers and self.auth_mode is not AuthMode.NONE:
             raise ConfigurationError("TRUST_FORWARDED_IDENTITY_HEADERS=true is only allowed with AUTH_MODE=none")
         if self.execution_mode is ExecutionMode.TEMPORAL:
@@ -235,6 +246,7 @@ class Settings(BaseSettings):
 
 
 WHSEC_MIN_KEY_BYTES = 16
+KEYS_BOOTSTRAP_MIN_CHARS = 24
 
 
 def _check_callback_secret(secret: str) -> None:

@@ -98,7 +98,7 @@ def assert_protocol_problem(response, status: int, code: str) -> dict:
 
 
 async def test_an_unknown_v1_path_is_request_not_found(client):
-    for path in ("/v1/nowhere", "/v1/billing/subscription", "/v1", "/v1/runs/abc/nothing"):
+    for path in ("/v1/nowhere", "/v1/hosted-only/subscription", "/v1", "/v1/runs/abc/nothing"):
         body = assert_protocol_problem(await client.get(path), 404, "request.not_found")
         assert path in body["detail"]
     assert_protocol_problem(await client.post("/v1/resolve-nothing", json={}), 404, "request.not_found")

@@ -44,6 +44,12 @@ class MethodSourceFields(BaseModel):
     bundle_b64: str | None = Field(default=None, description=BUNDLE_B64_DESCRIPTION)
     resources: dict[str, Any] | None = Field(default=None, description=RESOURCES_DESCRIPTION)
     dependencies: dict[str, Any] | None = Field(default=None, description=DEPENDENCIES_DESCRIPTION)
+    method_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="A stored method of the catalog: mt_… (its latest published version), mt_…@<n> or mt_…@draft (docs/platform.md).",
+    )
 
 
 class PipelineRequest(GuardedBody, MethodSourceFields):
@@ -159,6 +165,8 @@ class RunDocument(BaseModel):
     method_provenance: dict[str, Any] | None = Field(
         default=None, description="Where a method_ref run's package came from: address, tag, commit_sha, tree_digest, display_name."
     )
+    method_id: str | None = Field(default=None, description="The catalog method the run ran (a run by method_id), when it has one.")
+    method_version: str | None = Field(default=None, description="Which version of that method ran: its number, or draft.")
 
 
 class RunList(BaseModel):

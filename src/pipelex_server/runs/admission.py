@@ -173,6 +173,8 @@ class Admission:
             "started_at": now if slot else None,
             "cancel_requested": False,
             "redeliveries": 0,
+            "method_id": request.method_id,
+            "method_version": request.method_version,
             **self.executor.placement(key),
         }
         first_events = [numbered(public_id, 1, "state", {"pipeline_state": "STARTED"})]

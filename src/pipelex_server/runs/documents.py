@@ -25,7 +25,10 @@ def _provenance(row: dict[str, Any]) -> dict[str, Any]:
     """A method_ref run's provenance (the package's address, tag, commit, tree digest and display name), when it has one."""
     request = row.get("request")
     provenance = request.get("method_provenance") if isinstance(request, dict) else None
-    return {"method_provenance": provenance} if provenance else {}
+    found = {"method_provenance": provenance} if provenance else {}
+    if row.get("method_id"):  # a run of a catalog method (`method_id`): which one, and which version ("3", "draft")
+        found.update(method_id=row["method_id"], method_version=row.get("method_version"))
+    return found
 
 
 def run_document(row: dict[str, Any], deliveries: list[dict[str, Any]] | None = None) -> dict[str, Any]:

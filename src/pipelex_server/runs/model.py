@@ -62,6 +62,8 @@ class RunRequest:
     tree_dependencies: dict[str, dict[str, str]] | None = None  # address -> tree path -> SHA-256, kept like ``tree``
     tree_files: MethodTreeFiles | None = field(default=None, compare=False, repr=False)
     method_provenance: dict[str, Any] | None = None  # a method_ref's address, tag, commit, tree digest, display name
+    method_id: str | None = None  # the catalog method run by `method_id` (its bare id), recorded on the run
+    method_version: str | None = None  # which version of it ran: "3" or "draft"
 
     def to_json(self) -> dict[str, Any]:
         document = {
@@ -81,6 +83,9 @@ class RunRequest:
                 document["tree_dependencies"] = self.tree_dependencies
         if self.method_provenance is not None:
             document["method_provenance"] = self.method_provenance
+        if self.method_id is not None:  # absent otherwise, so the fingerprint of other requests is unchanged
+            document["method_id"] = self.method_id
+            document["method_version"] = self.method_version
         return document
 
     @classmethod
@@ -98,6 +103,8 @@ class RunRequest:
             tree_digest=data.get("tree_digest"),
             tree_dependencies=data.get("tree_dependencies"),
             method_provenance=data.get("method_provenance"),
+            method_id=data.get("method_id"),
+            method_version=data.get("method_version"),
         )
 
     def fingerprint(self) -> str:
@@ -114,7 +121,7 @@ class RunRequest:
         """What the engine needs to run it: everything but the callbacks, which are the run service's, and the tree,
         which the caller hands over as files (``tree_files``, or read back from the blobs)."""
         arguments = self.to_json()
-        for name in ("callback_urls", "tree", "tree_digest", "tree_dependencies", "method_provenance"):
+        for name in ("callback_urls", "tree", "tree_digest", "tree_dependencies", "method_provenance", "method_id", "method_version"):
             arguments.pop(name, None)
         return arguments
 

@@ -17,6 +17,7 @@ from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipelex_server.api.body_guard import GuardedBody, check_bundle_text, refuse_nul
+from pipelex_server.api.protocol.method_ids import method_fields
 from pipelex_server.api.schemas import FILES_DESCRIPTION, MAX_CALLBACK_URLS, RUN_ID_PATTERN, MethodSourceFields
 from pipelex_server.engine.method_tree_files import MethodTreeFiles, check_manifest, files_document, shown
 from pipelex_server.errors import ApiProblem
@@ -61,7 +62,7 @@ class ProtocolValidateRequest(GuardedBody, MethodSourceFields):
     mthds_contents: list[Annotated[str, Field(max_length=MAX_BUNDLE_CHARS)]] | None = Field(default=None, max_length=MAX_BUNDLE_FILES)
 
 
-UNSUPPORTED_SELECTORS = ("method_id",)
+UNSUPPORTED_SELECTORS: tuple[str, ...] = ()  # method_id is served (api/protocol/method_ids.py)
 
 
 def refuse_unknown_extensions(body: BaseModel, *, ignored: tuple[str, ...] = ()) -> None:
@@ -164,6 +165,7 @@ def tree_fields(tree: MethodTreeFiles | None) -> dict[str, Any]:
         "tree_dependencies": tree.dependency_hashes(),
         "tree_files": tree,
         "method_provenance": method_provenance(tree),
+        **method_fields(tree),
     }
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Request
 
 from pipelex_server.api.body_guard import check_bundle_text, refuse_nul
+from pipelex_server.api.protocol.method_ids import check_method_id, read_method_id
 from pipelex_server.api.protocol.requests import read_files
 from pipelex_server.engine.method_sources import (
     DEPENDENCIES_FIELD,
@@ -48,7 +49,8 @@ def _invalid(field: str, detail: str) -> ApiProblem:
 
 def check_one_source(body: Any) -> None:
     """A method is sent one way: as `method_ref`, `files`, `bundle_b64` or `mthds_contents`; `dependencies` go beside
-    `files`."""
+    `files`; a `method_id` names a stored method (api/protocol/method_ids.py)."""
+    check_method_id(body)
     if getattr(body, "method_ref", None) is not None:
         for name in ("files", BUNDLE_FIELD, "mthds_contents", DEPENDENCIES_FIELD, RESOURCES_FIELD):
             if getattr(body, name, None) is not None:
@@ -176,6 +178,7 @@ async def read_source(request: Request, engine: Engine, caller: Caller, body: An
         _check_toml(tree, BUNDLE_FIELD)
     else:
         tree = await read_files(request, engine, caller, files)
+    tree = await read_method_id(request, caller, body, tree)
     if tree is not None and getattr(body, "dependencies", None):
         tree = await _read_dependencies(request, engine, caller, tree)
     if tree is not None:
@@ -190,4 +193,4 @@ async def read_source(request: Request, engine: Engine, caller: Caller, body: An
 
 
 def source_present(body: Any) -> bool:
-    return any(getattr(body, name, None) is not None for name in ("files", "bundle_b64", "method_ref"))
+    return any(getattr(body, name, None) is not None for name in ("files", "bundle_b64", "method_ref", "method_id"))

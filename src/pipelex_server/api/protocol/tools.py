@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 MAX_TOOL_CONTENT_BYTES = 1024 * 1024  # one `.mthds` text for lint or format (the official server's MAX_MTHDS_FILE_KIB)
 MAX_PIPE_REF_CHARS = 256
 # Method selectors the official server also takes, which this server does not serve on these routes (yet).
-UNSERVED_SELECTORS = ("method_ref", "method_id", "read_scope")
+UNSERVED_SELECTORS = ("method_ref", "read_scope")  # method_id names a catalog method (api/protocol/method_ids.py)
 
 # ------------------------------------------------------------------------------------------------------------ bodies
 
