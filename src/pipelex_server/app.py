@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pipelex_server.api.blob_body_limit import BodyLimitExceptBlobUploads
 from pipelex_server.api.local_guard import LocalSafetyMiddleware, allowed_host_names
 from pipelex_server.api.middleware import RequestIdMiddleware
-from pipelex_server.api.routes import blobs, build, health, pipeline, protocol, runs, tools, uploads, validate
+from pipelex_server.api.routes import blobs, build, health, pipeline, playground, protocol, runs, tools, uploads, validate
 from pipelex_server.composition import build_services
 from pipelex_server.errors import PROBLEM_CONTENT_TYPE, ApiProblem, internal_error, validation_problem
 from pipelex_server.settings import AuthMode, Settings
@@ -97,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     routers = (
         *(health.router, pipeline.router, validate.router, runs.router, uploads.router, build.router),
         *(protocol.router, blobs.router, tools.router),
+        *((playground.router,) if settings.playground_enabled else ()),
     )
     for router in routers:
         app.include_router(router)
