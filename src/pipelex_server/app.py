@@ -27,6 +27,7 @@ from pipelex_server.api.routes import (
     me,
     pipeline,
     platform_runs,
+    playground,
     protocol,
     runs,
     storage_links,
@@ -120,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         *(me.router, unsupported.router),  # the caller's profile; the hosted-only routes (501, not in the OpenAPI document)
         *(catalog.router, examples.router),  # the methods catalog (docs/platform.md)
         *(files.router, storage_links.router, platform_runs.router),  # files, storage links, run records (docs/files.md)
+        *((playground.router,) if settings.playground_enabled else ()),
     )
     for router in routers:
         app.include_router(router)

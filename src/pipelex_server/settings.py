@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     # AUTH_MODE=none: the Host names a request may carry (DNS-rebinding guard); empty = loopback names + bind address
     allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_request_body_mib: float = Field(default=16.0, gt=0)
+    playground_enabled: bool = True  # the browser page at /playground (docs/playground.md)
 
     data_dir: Path = Path("./data")
     database_url: str | None = None
