@@ -9,6 +9,7 @@ import contextlib
 import functools
 import io
 import logging
+import os
 import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ from pipelex_server.methods.cache import MethodCache
 from pipelex_server.methods.git import Git
 from pipelex_server.methods.source import MethodSource
 from pipelex_server.netguard import Resolver
+from pipelex_server.observability.tracing import tracing_requested
+from pipelex_server.observability.tracing_storage import traced_store
+from pipelex_server.observability.usage import UsageService
 from pipelex_server.runs.admission import Admission
 from pipelex_server.runs.attempts import RunAttempts
 from pipelex_server.runs.callbacks import CallbackDeliverer
@@ -44,6 +48,7 @@ from pipelex_server.store.db import make_engine, migrate
 from pipelex_server.store.deliveries import DeliveryRepository
 from pipelex_server.store.runs import RunRepository
 from pipelex_server.store.uploads import UploadRepository
+from pipelex_server.store.usage import UsageRepository
 from pipelex_server.uploads import UploadService
 
 logger = logging.getLogger(__name__)
@@ -63,6 +68,7 @@ class Services:
     blobs: BlobService
     temporal: Any = None  # the Temporal client runs are submitted to, and a worker polls (Temporal mode)
     methods: MethodSource | None = None  # method_ref: git fetches and the commit cache
+    usage: UsageService | None = None  # GET /api/v1/usage, and the queued/running gauges of /metrics
     boot: asyncio.Task[None] | None = None
 
     def boot_in_background(self) -> None:
@@ -103,7 +109,7 @@ async def _bounded(what: str, step: Awaitable[Any], seconds: float = CLOSE_STEP_
 def make_store(settings: Settings) -> Any:
     """The object store the settings name (local directory under DATA_DIR, or S3-compatible)."""
     try:
-        return make_object_store(
+        store = make_object_store(
             backend=settings.storage_backend.value,
             data_dir=settings.data_dir,
             s3_bucket=settings.s3_bucket,
@@ -112,6 +118,7 @@ def make_store(settings: Settings) -> Any:
         )
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from exc
+    return traced_store(store)  # storage spans when tracing is on (observability/tracing_storage.py)
 
 
 async def open_storage(settings: Settings) -> tuple[Any, Fetcher]:
@@ -135,6 +142,7 @@ async def open_storage(settings: Settings) -> tuple[Any, Fetcher]:
 
 async def preflight(settings: Settings) -> None:
     """Fail fast, with a clear message, on object storage or Temporal that cannot be used (before the server binds)."""
+    tracing_requested(os.environ)  # an OTEL_* exporter or protocol this server cannot serve stops here (docs/tracing.md)
     store, fetcher = await open_storage(settings)
     await fetcher.aclose()
     await store.close()
@@ -176,6 +184,7 @@ async def build_services(settings: Settings) -> Services:
         blobs=blobs,
         temporal=temporal,
         methods=build_method_source(settings),
+        usage=UsageService(UsageRepository(database)),
     )
 
 
