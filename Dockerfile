@@ -66,7 +66,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HOME=/home/pipelex \
     DATA_DIR=/data \
-    DO_NOT_TRACK=1
+    DO_NOT_TRACK=1 \
+    LOG_FORMAT=json
 
 WORKDIR /home/pipelex
 USER 10001:10001

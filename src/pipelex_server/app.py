@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -25,6 +26,7 @@ from pipelex_server.api.routes import (
     health,
     keys,
     me,
+    metrics,
     pipeline,
     platform_runs,
     playground,
@@ -34,10 +36,16 @@ from pipelex_server.api.routes import (
     tools,
     unsupported,
     uploads,
+    usage,
     validate,
 )
 from pipelex_server.composition import build_services
 from pipelex_server.errors import PROBLEM_CONTENT_TYPE, ApiProblem, internal_error, validation_problem
+from pipelex_server.observability import logs as observability_logs
+from pipelex_server.observability import metrics as observability_metrics
+from pipelex_server.observability import tracing
+from pipelex_server.observability.http import HttpMetricsMiddleware
+from pipelex_server.observability.tracing_http import TracingMiddleware, fastapi_telemetry_off
 from pipelex_server.settings import AuthMode, Settings
 from pipelex_server.version import __version__
 
@@ -105,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await services.close(grace_seconds=settings.shutdown_grace_seconds)
+            await asyncio.to_thread(tracing.flush)  # the spans still buffered leave before the process ends
 
     app = FastAPI(
         title="pipelex-server",
@@ -113,11 +122,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url="/docs",
         openapi_url="/openapi.json",
+        **fastapi_telemetry_off(),  # one server span per request, ours (docs/tracing.md)
     )
     _install_error_handlers(app)
     routers = (
         *(health.router, pipeline.router, validate.router, runs.router, uploads.router, build.router),
-        *(protocol.router, blobs.router, tools.router),
+        *(protocol.router, blobs.router, tools.router, usage.router, metrics.router),
         *(me.router, unsupported.router),  # the caller's profile; the hosted-only routes (501, not in the OpenAPI document)
         *(catalog.router, examples.router),  # the methods catalog (docs/platform.md)
         *(files.router, storage_links.router, platform_runs.router),  # files, storage links, run records (docs/files.md)
@@ -147,6 +157,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             origins=settings.cors_allow_origins,
         )
     app.add_middleware(RequestIdMiddleware)
+    if settings.metrics_enabled:
+        app.add_middleware(HttpMetricsMiddleware)  # outermost: every answer counts, a refusal by the guards too
+    if tracing.configure(role="api"):  # OTEL_* variables (docs/tracing.md); the trace covers the whole request
+        app.add_middleware(TracingMiddleware)
     return app
 
 
@@ -154,4 +168,7 @@ def app_factory() -> Any:
     """Uvicorn factory entry point (``--factory``): settings from the environment."""
     from pipelex_server.settings import load_settings
 
-    return create_app(load_settings())
+    settings = load_settings()
+    observability_metrics.configure(enabled=settings.metrics_enabled)  # the process's hooks (runs, pipes, calls)
+    observability_logs.install_context_stamps()  # the runtime's log lines carry the request and run ids too
+    return create_app(settings)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pipelex_server import key_commands
 from pipelex_server.errors import ConfigurationError
+from pipelex_server.observability import logs, metrics
 
 
 def _migrate() -> None:
@@ -62,11 +63,14 @@ def main(argv: list[str] | None = None) -> None:
 
             overrides = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
             settings = load_settings(**overrides)  # fail fast on bad configuration, before uvicorn starts
+            log_config = logs.configure(log_format=settings.log_format.value, payloads=settings.log_payloads, level=args.log_level)
+            if settings.metrics_enabled:  # set before the workers start: every worker writes there, a scrape sums them
+                metrics.prepare_multiprocess(args.workers)
             require_clean_working_directory(Path.cwd())
             from pipelex_server.composition import preflight
 
             asyncio.run(preflight(settings))
-            run_server(host=settings.host, port=settings.port, workers=args.workers, log_level=args.log_level)
+            run_server(host=settings.host, port=settings.port, workers=args.workers, log_level=args.log_level, log_config=log_config)
         elif args.command == "migrate":
             _migrate()
         elif args.command == "keys":
@@ -77,6 +81,7 @@ def main(argv: list[str] | None = None) -> None:
             from pipelex_server.temporal.worker import main_worker
 
             settings = load_settings()
+            logs.configure(log_format=settings.log_format.value, payloads=settings.log_payloads)
             require_clean_working_directory(Path.cwd())
             main_worker(settings)
     except ConfigurationError as exc:

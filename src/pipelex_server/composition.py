@@ -9,6 +9,7 @@ import contextlib
 import functools
 import io
 import logging
+import os
 import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -33,6 +34,9 @@ from pipelex_server.methods.cache import MethodCache
 from pipelex_server.methods.git import Git
 from pipelex_server.methods.source import MethodSource
 from pipelex_server.netguard import Resolver
+from pipelex_server.observability.tracing import tracing_requested
+from pipelex_server.observability.tracing_storage import traced_store
+from pipelex_server.observability.usage import UsageService
 from pipelex_server.runs.admission import Admission
 from pipelex_server.runs.attempts import RunAttempts
 from pipelex_server.runs.callbacks import CallbackDeliverer
@@ -54,6 +58,7 @@ from pipelex_server.store.deliveries import DeliveryRepository
 from pipelex_server.store.examples import ExampleRepository
 from pipelex_server.store.runs import RunRepository
 from pipelex_server.store.uploads import UploadRepository
+from pipelex_server.store.usage import UsageRepository
 from pipelex_server.uploads import UploadService
 
 logger = logging.getLogger(__name__)
@@ -76,6 +81,7 @@ class Services:
     catalog: Catalog | None = None  # the methods catalog (methods, versions, examples, erasure)
     api_keys: ApiKeyService | None = None  # AUTH_MODE=keys: the callers' API keys (docs/api-keys.md)
     files: Files | None = None  # the platform's files, storage links, runs' files and run history (docs/files.md)
+    usage: UsageService | None = None  # GET /api/v1/usage, and the queued/running gauges of /metrics
     boot: asyncio.Task[None] | None = None
 
     def boot_in_background(self) -> None:
@@ -143,7 +149,7 @@ async def _bounded(what: str, step: Awaitable[Any], seconds: float = CLOSE_STEP_
 def make_store(settings: Settings) -> Any:
     """The object store the settings name (local directory under DATA_DIR, or S3-compatible)."""
     try:
-        return make_object_store(
+        store = make_object_store(
             backend=settings.storage_backend.value,
             data_dir=settings.data_dir,
             s3_bucket=settings.s3_bucket,
@@ -152,6 +158,7 @@ def make_store(settings: Settings) -> Any:
         )
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from exc
+    return traced_store(store)  # storage spans when tracing is on (observability/tracing_storage.py)
 
 
 async def open_storage(settings: Settings) -> tuple[Any, Fetcher]:
@@ -175,6 +182,7 @@ async def open_storage(settings: Settings) -> tuple[Any, Fetcher]:
 
 async def preflight(settings: Settings) -> None:
     """Fail fast, with a clear message, on object storage or Temporal that cannot be used (before the server binds)."""
+    tracing_requested(os.environ)  # an OTEL_* exporter or protocol this server cannot serve stops here (docs/tracing.md)
     store, fetcher = await open_storage(settings)
     await fetcher.aclose()
     await store.close()
@@ -220,6 +228,7 @@ async def build_services(settings: Settings) -> Services:
         catalog=build_catalog(settings, database=database, engine=engine, runs=runs),
         api_keys=ApiKeyService(settings=settings, repository=ApiKeyRepository(database)),
         files=files,
+        usage=UsageService(UsageRepository(database)),
     )
 
 

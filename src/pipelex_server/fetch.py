@@ -26,6 +26,8 @@ import filetype
 import httpx
 
 from pipelex_server.netguard import Resolver, UrlRefused, redact_client_logs, redact_url, vet_url
+from pipelex_server.observability import metrics
+from pipelex_server.observability.tracing_spans import fetch_span
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +126,7 @@ class Fetcher:
     async def aclose(self) -> None:
         await self._client.aclose()
 
+    @fetch_span  # one span per URL fetched (docs/tracing.md)
     async def fetch(self, url: str, *, accept: Callable[[str], bool] | None = None, budget: ByteBudget | None = None) -> Fetched:
         """Download ``url``; ``accept`` vets the media type; ``budget`` is shared by the fetches of one request.
         Waits for one of the ``max_concurrency`` slots first. Raises ``FetchRefused``."""
@@ -131,13 +134,17 @@ class Fetcher:
         async with self._slots:
             try:
                 async with asyncio.timeout(self.timeout_seconds):
-                    return await self._fetch(hop, accept, budget)
+                    fetched = await self._fetch(hop, accept, budget)
+                metrics.url_fetch("ok")
+                return fetched
             except TimeoutError:
                 refusal = FetchRefused("timeout", f"Fetching from {hop.host} took longer than {self.timeout_seconds:g} seconds.")
                 logger.info("fetch of %s refused (%s): %s", redact_url(url), refusal.reason, refusal.message)
+                metrics.url_fetch(refusal.reason)
                 raise refusal from None
             except FetchRefused as exc:
                 logger.info("fetch of %s refused (%s): %s", redact_url(url), exc.reason, exc.message)
+                metrics.url_fetch(exc.reason)
                 raise
 
     async def _fetch(self, hop: _Hop, accept: Callable[[str], bool] | None, budget: ByteBudget | None) -> Fetched:

@@ -60,7 +60,7 @@ class Server(uvicorn.Server):
 uvicorn_multiprocess.Server = Server  # type: ignore[misc]
 
 
-def serve(*, host: str, port: int, workers: int = 1, log_level: str = "info") -> None:
+def serve(*, host: str, port: int, workers: int = 1, log_level: str = "info", log_config: dict[str, Any] | None = None) -> None:
     config = uvicorn.Config(
         "pipelex_server.app:app_factory",
         factory=True,
@@ -69,6 +69,7 @@ def serve(*, host: str, port: int, workers: int = 1, log_level: str = "info") ->
         workers=workers,
         http=HTTP_PROTOCOL,
         log_level=log_level,
+        **({"log_config": log_config} if log_config is not None else {}),  # applied again in each worker process
         lifespan="on",
         timeout_graceful_shutdown=60,
         proxy_headers=False,

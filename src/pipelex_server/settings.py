@@ -27,6 +27,11 @@ class ExecutionMode(StrEnum):
     TEMPORAL = "temporal"
 
 
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
 class StorageBackend(StrEnum):
     LOCAL = "local"
     S3 = "s3"
@@ -133,6 +138,14 @@ class Settings(BaseSettings):
     storage_link_ttl_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600)
     storage_link_signing_key: SecretStr | None = None  # unset: derived from BLOB_UPLOAD_SIGNING_KEY, else random per process
     run_retention_days: float | None = Field(default=None, gt=0)
+
+    # observability (docs/observability.md): logs as JSON or text, payloads in logs, Prometheus metrics and their access
+    log_format: LogFormat = LogFormat.TEXT
+    log_payloads: bool = False
+    metrics_enabled: bool = True
+    metrics_token: SecretStr | None = None  # unset: /metrics is open with AUTH_MODE=none, loopback clients only otherwise
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)  # `pipelex-server worker`: serve /metrics on this port
+    metrics_host: str = "127.0.0.1"  # the worker's metrics endpoint's bind address (0.0.0.0 in a container)
 
     openai_base_url: str | None = None
     runtime_log_level: str = Field(default="WARNING", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")

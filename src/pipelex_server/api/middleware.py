@@ -9,6 +9,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipelex_server.errors import ApiProblem, problem_response_bytes
+from pipelex_server.observability import logs
 
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
@@ -32,6 +33,7 @@ class RequestIdMiddleware:
                 break
         request_id = request_id or uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        logs.bind_request(request_id)  # this request's log lines, and the runs it starts, carry it
         header = (b"x-request-id", request_id.encode())
 
         async def send_with_id(message: Message) -> None:

@@ -15,7 +15,9 @@ from pipelex.observer.observer_protocol import PayloadKey, PayloadType
 from pipelex.tracing.in_memory_event_log import InMemoryEventLog
 from pipelex.tracing.trace_events import TraceEvent, UsageReportEvent
 
+from pipelex_server.engine.inference_metrics import count_inference
 from pipelex_server.engine.types import ProgressSink
+from pipelex_server.observability import metrics, tracing_spans
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +32,9 @@ class RunEventLog(InMemoryEventLog):
 
     def emit(self, event: TraceEvent) -> None:
         super().emit(event)
+        if isinstance(event, UsageReportEvent):
+            count_inference(event.tokens_usage)
+            tracing_spans.inference_reported(event.tokens_usage)  # a GenAI span per inference call (docs/tracing.md)
         if self._sink is not None and isinstance(event, UsageReportEvent):
             try:
                 usage = event.tokens_usage
@@ -65,21 +70,27 @@ class ProgressObserver:
 
     def __init__(self, sink: ProgressSink) -> None:
         self._sink = sink
+        self._clock = metrics.PipeClock()
 
     def _emit(self, event: str, data: dict[str, Any]) -> None:
+        tracing_spans.pipe_event(event, data)  # a span per pipe, current while it runs (docs/tracing.md)
         try:
             self._sink(event, {**data, "at": _now()})
         except Exception:
             logger.exception("progress sink failed")
 
     async def observe_before_run(self, payload: PayloadType) -> None:
+        self._clock.start(payload[PayloadKey.PIPE_JOB])
         self._emit("pipe_started", _describe(payload[PayloadKey.PIPE_JOB]))
 
     async def observe_after_successful_run(self, payload: PayloadType) -> None:
-        self._emit("pipe_finished", _describe(payload[PayloadKey.PIPE_JOB]))
+        data = _describe(payload[PayloadKey.PIPE_JOB])
+        self._clock.stop(payload[PayloadKey.PIPE_JOB], data["pipe_type"], "succeeded")
+        self._emit("pipe_finished", data)
 
     async def observe_after_failing_run(self, payload: PayloadType) -> None:
         data = _describe(payload[PayloadKey.PIPE_JOB])
+        self._clock.stop(payload[PayloadKey.PIPE_JOB], data["pipe_type"], "failed")
         error = payload.get(PayloadKey.ERROR)
         try:
             problem = error.to_problem(view=ProblemView.CALLER)  # type: ignore[union-attr]

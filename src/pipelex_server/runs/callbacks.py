@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 
 from pipelex_server.netguard import Resolver, UrlRefused, redact_client_logs, redact_url, vet_url
+from pipelex_server.observability import metrics, tracing_spans
 from pipelex_server.settings import Settings
 from pipelex_server.store.common import utcnow
 from pipelex_server.store.deliveries import DeliveryRepository
@@ -204,8 +205,11 @@ class CallbackDeliverer:
                 answer = _Answer(error="the run no longer exists")
             else:
                 # signed with the id the caller knows (the run document's), not the internal key
-                answer = await self._post(delivery["url"], document["pipeline_run_id"], document)
+                with tracing_spans.callback_span(delivery["run_id"], delivery["url"], attempts) as span:  # docs/tracing.md
+                    answer = await self._post(delivery["url"], document["pipeline_run_id"], document)
+                    tracing_spans.callback_answered(span, answer.status, answer.error)
             values: dict[str, Any] = {"attempts": attempts, "last_status": answer.status, "last_error": answer.error}
+            metrics.callback_attempt(delivered=answer.delivered, status=answer.status)
             shown = redact_url(delivery["url"])
             run_id = document["pipeline_run_id"] if document is not None else run_id  # logs name the run as its caller does
             if answer.delivered:
@@ -262,6 +266,7 @@ class CallbackDeliverer:
                 "webhook-signature": webhook_signature(key, run_id, timestamp, body),
             }
         )
+        tracing_spans.callback_headers(headers)  # traceparent of the attempt's span, when tracing is on
         async with self._client.stream("POST", pinned_url, content=body, headers=headers, extensions=extensions) as response:
             answer.status = response.status_code
             received = 0

@@ -13,6 +13,8 @@ from typing import Any
 from pipelex_server.engine.runtime import Engine
 from pipelex_server.engine.types import Checkpoints, RunOutcome
 from pipelex_server.errors import ApiProblem
+from pipelex_server.observability import logs, metrics
+from pipelex_server.observability.tracing_spans import run_span
 from pipelex_server.runs.documents import problem_document
 from pipelex_server.runs.events import RunEvents
 from pipelex_server.runs.model import Caller, RunRequest
@@ -30,6 +32,7 @@ class RunExecution:
         self.store = store
         self.events = events
 
+    @run_span  # one span per executed run (docs/tracing.md)
     async def run(
         self,
         row: dict[str, Any],
@@ -42,6 +45,7 @@ class RunExecution:
         """Execute the run; returns the values it ends with. ``remaining_seconds`` is what is left of its time limit
         (all of it by default). A cancellation is raised as is, for the caller to record."""
         run_id = row["id"]
+        logs.bind_run(row["public_id"], caller.id)  # the log lines of this run (the runtime's too) name it
         timeout = self.settings.run_timeout_seconds
         loop = asyncio.get_running_loop()
         loop_thread = threading.get_ident()
@@ -64,6 +68,7 @@ class RunExecution:
             else:
                 loop.call_soon_threadsafe(record, event, data)
 
+        metrics.run_executing(1)
         try:
             # a run re-queued at boot may get here before the runtime is up: it waits as long as the boot takes
             await self.engine.wait_ready(timeout=math.inf)
@@ -96,6 +101,8 @@ class RunExecution:
         except Exception:
             logger.exception("run %s crashed", run_id)
             return {"state": "FAILED", "error": problem_document(500, "runtime.unexpected", "The run hit an unexpected server error.")}
+        finally:
+            metrics.run_executing(-1)
 
     async def _completed_values(self, row: dict[str, Any], caller: Caller, request: RunRequest, outcome: RunOutcome) -> dict[str, Any]:
         run_id, public_id = row["id"], row["public_id"]

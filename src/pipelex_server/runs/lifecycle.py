@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+from pipelex_server.observability import metrics
 from pipelex_server.runs.documents import cancelled_problem, iso, not_found, problem_document
 from pipelex_server.runs.events import END_EVENT, RunEvents, numbered
 from pipelex_server.store.common import ACTIVE_STATES, TERMINAL_STATES, Event, lease_deadline, utcnow
@@ -100,6 +101,7 @@ class RunLifecycle:
         )
         if inserted:
             self.events.notify(row["id"])
+            metrics.run_started(row.get("pipe_code"))
         return inserted
 
     async def open_events(self, row: dict[str, Any]) -> None:
@@ -161,6 +163,7 @@ class RunLifecycle:
         self.events.close_run(run_id)
         if not written:  # ended by someone else meanwhile (a cancel of a queued run, a settlement)
             return await self.repository.get(run_id) or row
+        metrics.run_finished(row, state, now)
         if (row.get("request") or {}).get("callback_urls"):
             await self.on_end(run_id)
         return {**row, **values}
@@ -190,6 +193,7 @@ class RunLifecycle:
             events=[numbered(row["public_id"], next_seq, "state", data), numbered(row["public_id"], next_seq + 1, END_EVENT, data)],
         )
         if done:
+            metrics.run_finished(row, "CANCELLED", now)
             self.events.notify(key)
             await self.on_end(key)
         return done
@@ -213,6 +217,7 @@ class RunLifecycle:
             events = []
         settled = await self._write(run_id, from_states=ACTIVE_STATES, values=values, events=events, expired_before=now)
         if settled and row["state"] != "STARTED":
+            metrics.run_finished(row, "ERROR", now)
             self.events.notify(run_id)
             await self.on_end(run_id)
         return settled

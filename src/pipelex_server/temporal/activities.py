@@ -12,6 +12,7 @@ import contextlib
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from pipelex_server.observability import metrics
 from pipelex_server.runs.attempts import RunAttempts
 from pipelex_server.runs.model import RetryableRunFailure
 from pipelex_server.temporal.workflows import (
@@ -39,6 +40,7 @@ class RunActivities:
     @activity.defn(name=EXECUTE_ACTIVITY)
     async def execute_run(self, params: ExecuteParams) -> str:
         info = activity.info()
+        metrics.activity_attempt(EXECUTE_ACTIVITY, info.attempt)
         beating = asyncio.create_task(self._heartbeat_forever(), name=f"heartbeat-{params.run_id}")
         try:
             return await self.attempts.execute_assigned(
@@ -53,10 +55,12 @@ class RunActivities:
 
     @activity.defn(name=SETTLE_ACTIVITY)
     async def settle_run(self, params: SettleParams) -> str:
+        metrics.activity_attempt(SETTLE_ACTIVITY, activity.info().attempt)
         return await self.attempts.settle_assigned(params.run_id, reason=params.reason, detail=params.detail)
 
     @activity.defn(name=CALLBACKS_ACTIVITY)
     async def deliver_callbacks(self, params: CallbackParams) -> None:
+        metrics.activity_attempt(CALLBACKS_ACTIVITY, activity.info().attempt)
         remaining = await self.attempts.deliver_assigned(params.run_id)
         if remaining:
             raise ApplicationError(f"{remaining} callback(s) of run {params.run_id} not delivered yet", type="CallbacksPending")

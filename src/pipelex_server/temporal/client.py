@@ -7,6 +7,7 @@ import asyncio
 from temporalio.client import Client
 
 from pipelex_server.errors import ConfigurationError
+from pipelex_server.observability.tracing import temporal_interceptors
 from pipelex_server.settings import Settings
 
 CONNECT_TIMEOUT_SECONDS = 15.0
@@ -21,6 +22,7 @@ async def connect(settings: Settings) -> Client:
                 namespace=settings.temporal_namespace,
                 api_key=api_key or None,
                 tls=settings.temporal_uses_tls,
+                interceptors=temporal_interceptors(),  # the trace context crosses to the workers (docs/tracing.md)
             ),
             CONNECT_TIMEOUT_SECONDS,
         )

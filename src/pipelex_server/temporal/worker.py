@@ -12,6 +12,7 @@ from datetime import timedelta
 from temporalio.worker import Worker
 
 from pipelex_server.errors import ConfigurationError
+from pipelex_server.observability import metrics, tracing
 from pipelex_server.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -25,8 +26,13 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
     if not settings.is_temporal:
         raise ConfigurationError("pipelex-server worker needs EXECUTION_MODE=temporal (and TEMPORAL_ADDRESS)")
     stop = stop or asyncio.Event()
+    tracing.configure(role="worker")  # OTEL_* variables (docs/tracing.md)
     services = await build_services(settings)
+    stop_metrics = None
     try:
+        metrics.configure(enabled=settings.metrics_enabled)
+        if settings.metrics_enabled and settings.metrics_port:
+            stop_metrics = metrics.serve_http(settings.metrics_host, settings.metrics_port)
         await services.engine.start()
         if services.engine.boot_error is not None:
             raise ConfigurationError(f"the pipelex runtime failed to boot: {services.engine.boot_error}")
@@ -55,7 +61,10 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
             await stop.wait()
             logger.info("worker stopping: in-flight runs get %g s to finish", settings.shutdown_grace_seconds)
     finally:
+        if stop_metrics is not None:
+            stop_metrics()
         await services.close(grace_seconds=0)
+        await asyncio.to_thread(tracing.flush)  # the spans still buffered leave before the process ends
 
 
 def main_worker(settings: Settings) -> None:
