@@ -60,6 +60,8 @@ SERVER_CODES: dict[str, tuple[int, str, bool]] = {
     "run.too_many_active": (429, "Too many runs queued or running for this caller", False),
     "events.too_many_streams": (429, "Too many open event streams for this caller", False),
     "callback.redelivery_limit": (429, "The run's callbacks were redelivered too many times", False),
+    "metrics.forbidden": (403, "This client may not read the metrics", False),
+    "usage.invalid_window": (422, "The usage window is invalid", False),
     # the methods catalog (catalog/, docs/platform.md), raised on the run routes too (`method_id`)
     "pipelex.catalog.not_found": (404, "The saved method does not exist", True),
     "pipelex.catalog.not_published": (409, "The saved method has no published version", True),
