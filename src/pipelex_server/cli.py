@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -41,13 +42,35 @@ def _configure_logging() -> None:
         logger.setLevel(logging.INFO if name == "pipelex_server" else logging.WARNING)
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, which a container's cpuset narrows), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def workers_argument(value: str) -> int:
+    """``--workers``: a positive count, or ``auto`` for one process per usable core."""
+    if value.strip().lower() == "auto":
+        return usable_cores()
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'auto', got {value!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'auto', got {value!r}")
+    return count
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="pipelex-server", description="REST API server for Pipelex pipelines")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the HTTP server")
     serve.add_argument("--host", default=None, help="bind address (default: HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (default: PORT or 8081)")
-    serve.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
+    serve.add_argument(
+        "--workers", type=workers_argument, default=1, help="server processes: a number, or auto for one per CPU core (default 1)"
+    )
     serve.add_argument("--log-level", default="info")
     commands.add_parser("worker", help="run a Temporal worker (EXECUTION_MODE=temporal)")
     commands.add_parser("migrate", help="apply the run-store migrations")

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipelex_server.engine.library_cache import CapturingPipeRun, LibraryCache
 from pipelex_server.engine.method_tree import written_tree
 from pipelex_server.engine.method_tree_files import MethodTreeFiles
 from pipelex_server.engine.types import Checkpoints, ProgressSink, RunOutcome
 from pipelex_server.fetch import Fetcher
 from pipelex_server.settings import Settings
 from pipelex_server.storage import ObjectStore
+
+logger = logging.getLogger(__name__)
 
 
 def _call_arguments(
@@ -59,6 +63,37 @@ async def _tree_source(stack: contextlib.AsyncExitStack, tree: MethodTreeFiles |
     return _Source(tree_dir=written.directory, methods_dirs=written.methods_dirs)
 
 
+@contextlib.asynccontextmanager
+async def _cached_library(cache: LibraryCache, arguments: dict[str, Any], tree: MethodTreeFiles | None) -> Any:
+    """The call's cache key and the id of a library loaded from the cache (None on a miss or an uncacheable call). On a
+    hit, ``arguments`` run the cached entry pipe from that library instead of loading ``mthds_contents``; the library
+    is torn down at the end of the block if the run did not do it."""
+    plain = not any(arguments[name] for name in ("output_name", "output_multiplicity", "dynamic_output_concept_ref"))
+    if tree is None:
+        key = cache.key(mthds_contents=arguments["mthds_contents"], pipe_code=arguments["pipe_code"], plain=plain)
+    elif plain and not arguments["mthds_contents"]:  # a method tree (a tree beside bundles holds their resources)
+        key = cache.tree_key(tree, pipe_code=arguments["pipe_code"])
+    else:
+        key = None
+    entry = cache.get(key)
+    if entry is None:
+        yield key, None
+        return
+    library_id: str | None = None
+    try:
+        library_id = await cache.open(entry)
+    except Exception:  # never expected: the crate loaded once already; the call loads the method from its text instead
+        logger.warning("a cached method failed to load from its crate; loading it from its text", exc_info=True)
+    if library_id is None:
+        yield key, None
+        return
+    arguments["pipe_code"], arguments["mthds_contents"] = entry.entry_ref, None
+    try:
+        yield key, library_id
+    finally:
+        cache.discard(library_id)
+
+
 class _SetupChecked(Exception):
     """Raised by the setup-only pipe run once the job is built: the bundle and inputs are valid."""
 
@@ -83,9 +118,18 @@ class Execution:
         self.settings = settings
         self.store = store
         self.fetcher = fetcher
+        self.libraries = LibraryCache(max_entries=settings.library_cache_size, max_mib=settings.library_cache_max_mib)
 
     def _runner(
-        self, *, dry_run: bool, scope: str, storage_scope: str, has_bundle: bool, pipe_run: Any = None, source: _Source | None = None
+        self,
+        *,
+        dry_run: bool,
+        scope: str,
+        storage_scope: str,
+        has_bundle: bool,
+        pipe_run: Any = None,
+        source: _Source | None = None,
+        library_id: str | None = None,
     ) -> Any:
         from pipelex.config import get_config
         from pipelex.pipeline.runner import PipelexMTHDSProtocol
@@ -111,6 +155,7 @@ class Execution:
             pipe_run=pipe_run,
             methods_dirs=source.methods_dirs,
             submitted_files=source.submitted_files,
+            library_id=library_id,
         )
 
     async def execute(
@@ -161,14 +206,18 @@ class Execution:
         resolution = InputResolution(store=self.store, fetcher=self.fetcher, storage_scope=storage_scope)
         try:
             async with contextlib.AsyncExitStack() as stack:
-                source = await _tree_source(stack, tree, arguments)
+                key, library_id = await stack.enter_async_context(_cached_library(self.libraries, arguments, tree))
+                if key is not None and library_id is None:  # a miss: keep what this load builds
+                    pipe_run = CapturingPipeRun(self.libraries, key, inner=pipe_run)
+                source = await _tree_source(stack, None if library_id else tree, arguments)  # a hit writes no tree
                 runner = self._runner(
                     dry_run=dry_run,
                     scope=scope,
                     storage_scope=storage_scope,
-                    has_bundle=bool(mthds_contents),
+                    has_bundle=bool(mthds_contents) or library_id is not None,
                     pipe_run=pipe_run,
                     source=source,
+                    library_id=library_id,
                 )
                 with (
                     bound(self.store, resolution),
@@ -211,14 +260,19 @@ class Execution:
         resolution = InputResolution(store=self.store, fetcher=self.fetcher, storage_scope=storage_scope)
         try:
             async with contextlib.AsyncExitStack() as stack:
-                source = await _tree_source(stack, tree, arguments)
+                key, library_id = await stack.enter_async_context(_cached_library(self.libraries, arguments, tree))
+                setup_only: Any = _SetupOnlyPipeRun()
+                if key is not None and library_id is None:  # a miss: keep what this load builds
+                    setup_only = CapturingPipeRun(self.libraries, key, inner=setup_only)
+                source = await _tree_source(stack, None if library_id else tree, arguments)  # a hit writes no tree
                 runner = self._runner(
                     dry_run=dry_run,
                     scope=scope,
                     storage_scope=storage_scope,
-                    has_bundle=bool(mthds_contents),
-                    pipe_run=_SetupOnlyPipeRun(),
+                    has_bundle=bool(mthds_contents) or library_id is not None,
+                    pipe_run=setup_only,
                     source=source,
+                    library_id=library_id,
                 )
                 with bound(self.store, resolution):
                     await runner.execute(**arguments)

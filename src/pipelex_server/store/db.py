@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -38,7 +38,38 @@ def make_engine(url: str, *, connect_args: dict[str, Any] | None = None) -> Asyn
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, connect_args=connect_args or {})
 
 
+@functools.cache
+def head_revision() -> str | None:
+    """The newest migration's revision, read from the scripts' ``revision`` / ``down_revision`` lines (no Alembic
+    import); None unless exactly one revision is nobody's parent."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for script in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        source = script.read_text(encoding="utf-8")
+        found = re.search(r'^revision = "([^"]+)"$', source, re.MULTILINE)
+        if found is None:
+            return None
+        revisions.add(found.group(1))
+        parents.update(re.findall(r'^down_revision = "([^"]+)"$', source, re.MULTILINE))
+    heads = revisions - parents
+    return next(iter(heads)) if len(heads) == 1 else None
+
+
+def _at_head(connection: Connection) -> bool:
+    """The database is already at the newest revision (a restart): Alembic, its import (~11 MiB) and its script scan
+    are skipped."""
+    head = head_revision()
+    if head is None or not inspect(connection).has_table("alembic_version"):
+        return False
+    return [row[0] for row in connection.execute(text("SELECT version_num FROM alembic_version"))] == [head]
+
+
 def _upgrade(connection: Connection) -> None:
+    if _at_head(connection):
+        return
+    from alembic import command
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["connection"] = connection
