@@ -25,3 +25,10 @@ async def test_the_caller_is_authenticated_first(make_app: Any) -> None:
     assert_complete_problem(await app.client.get("/v1/billing/plans"), 401, "auth.missing_credential")
     key = await mint(app.client, "zoe")
     assert_complete_problem(await app.client.get("/v1/billing/plans", headers=bearer(key["api_key"])), 501, "runtime.unsupported")
+
+
+async def test_another_method_on_the_served_memberships_path_is_405_not_501(client: Any) -> None:
+    response = await client.patch("/v1/organizations/memberships", json={"name": "x"})
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET"
+    assert response.json()["code"] == "request.method_not_allowed"

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipelex_server.api.deps import IdentityDep
 from pipelex_server.api.protocol.platform_problems import unsupported
@@ -34,8 +35,15 @@ UNSUPPORTED_ROUTES: tuple[tuple[str, str, str], ...] = (
 )
 
 
+# literal paths served elsewhere that a `{org_id}` pattern above would also match: another method on them is a 405
+SERVED_LITERALS = {"/organizations/memberships": "GET"}
+
+
 def _refuse(capability: str) -> Callable[..., Awaitable[Any]]:
-    async def endpoint(_identity: IdentityDep) -> Any:
+    async def endpoint(request: Request, _identity: IdentityDep) -> Any:
+        allowed = SERVED_LITERALS.get(request.url.path.removeprefix("/v1"))
+        if allowed is not None:
+            raise StarletteHTTPException(status_code=405, headers={"Allow": allowed})
         raise unsupported(capability)
 
     return endpoint
