@@ -209,6 +209,7 @@ async def build_services(settings: Settings) -> Services:
         uploads = UploadService(settings=settings, repository=UploadRepository(database), store=store)
         blobs = build_blob_service(settings, store=store)
         files = build_files(settings, database=database, store=store, uploads=uploads)
+        runs.lifecycle.end_listeners.append(files.run_files.record_ended)  # a completed run's files recorded as it ends
     except BaseException:
         await database.dispose()
         await fetcher.aclose()

@@ -4,8 +4,9 @@ along the way, recorded once the run has ended.
 The addresses are read off the run: its stored request's inputs and its output's working memory. An input stored under
 the run's own prefix (a ``data:`` URL or a web link the server fetched) is an inline input and gets a record of the
 run; an input given by address (an upload) is a use of that address. The main output's addresses are ``final``, the
-other addresses of the working memory ``intermediate``. Recording is lazy and idempotent (``file_runs`` marks a
-recorded run): a read of the run's files, or of the caller's file list, records the ended runs not recorded yet.
+other addresses of the working memory ``intermediate``. Recording is idempotent (``file_runs`` marks a recorded run):
+a completed run is recorded as it ends (``record_ended``, the run lifecycle's end listener, in the process that ran it),
+and a read of the run's files, or of the caller's file list, records the ended runs not recorded yet.
 """
 
 from __future__ import annotations
@@ -154,6 +155,14 @@ class RunFiles:
             )
         marker = {"run_key": row["id"], "caller_id": scope, "run_id": public_id, "recorded_at": now}
         await self.files.repository.record_run(marker, rows, uses)
+
+    async def record_ended(self, ended: dict[str, Any]) -> None:
+        """The run lifecycle's end listener: record a completed run's files as it ends (read back as stored)."""
+        if ended.get("state") != "COMPLETED":
+            return  # a failed or cancelled run made nothing: a read of its files records its inputs
+        row = await self.runs.get(ended["id"])
+        if row is not None:
+            await self.settle(row)
 
     async def settle_caller(self, caller: Caller) -> None:
         """Record the caller's recently ended runs not recorded yet (a bounded batch), and now and then forget the

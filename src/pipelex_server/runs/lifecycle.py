@@ -13,6 +13,7 @@ A run belongs to its caller, who names it by its public id; internally it is kno
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -22,6 +23,8 @@ from pipelex_server.runs.documents import cancelled_problem, iso, not_found, pro
 from pipelex_server.runs.events import END_EVENT, RunEvents, numbered
 from pipelex_server.store.common import ACTIVE_STATES, TERMINAL_STATES, Event, lease_deadline, utcnow
 from pipelex_server.store.runs import RunRepository
+
+logger = logging.getLogger(__name__)
 
 # Where a run may go from each state. A write that sets no state keeps it (a self-transition).
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -70,6 +73,8 @@ class RunLifecycle:
         self.instance_id = instance_id  # this process, as the owner of the leases it holds
         self.lease_seconds = lease_seconds
         self.on_end = on_end  # a run ended: its callbacks are due (in-process), or its workflow sends them (Temporal)
+        # what else a completed run's end is told to (the platform's file records): best effort, never the run's failure
+        self.end_listeners: list[Callable[[dict[str, Any]], Awaitable[None]]] = []
 
     async def _write(
         self,
@@ -166,7 +171,13 @@ class RunLifecycle:
         metrics.run_finished(row, state, now)
         if (row.get("request") or {}).get("callback_urls"):
             await self.on_end(run_id)
-        return {**row, **values}
+        ended = {**row, **values}
+        for listener in self.end_listeners:
+            try:
+                await listener(ended)
+            except Exception:
+                logger.warning("a listener of run %s's end failed", row.get("public_id"), exc_info=True)
+        return ended
 
     async def hand_back(self, run_id: str) -> None:
         """On shutdown: put an unfinished run back in the queue, lease expired, for another process or a restart."""

@@ -17,7 +17,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pipelex_server.store.common import ACTIVE_STATES, TERMINAL_STATES, Event, newest_first, utcnow
-from pipelex_server.store.tables import deliveries, run_checkpoints, run_events, runs
+from pipelex_server.store.tables import (
+    deliveries,
+    file_runs,
+    file_uses,
+    files,
+    method_examples,
+    methods,
+    run_checkpoints,
+    run_events,
+    runs,
+)
 
 
 class ActiveRunLimit(Exception):
@@ -134,10 +144,17 @@ class RunRepository:
 
     async def delete_terminal(self, run_id: str) -> bool:
         async with self.engine.begin() as connection:
+            found = (
+                await connection.execute(
+                    sa.select(runs.c.caller_id, runs.c.public_id).where(runs.c.id == run_id, runs.c.state.in_(TERMINAL_STATES))
+                )
+            ).first()
             await connection.execute(sa.delete(run_events).where(run_events.c.run_id == run_id))
             await connection.execute(sa.delete(deliveries).where(deliveries.c.run_id == run_id))
             await connection.execute(sa.delete(run_checkpoints).where(run_checkpoints.c.run_id == run_id))
             result = await connection.execute(sa.delete(runs).where(runs.c.id == run_id, runs.c.state.in_(TERMINAL_STATES)))
+            if result.rowcount and found is not None:
+                await _forget_platform_records(connection, [(run_id, found.caller_id, found.public_id)])
         return bool(result.rowcount)
 
     async def purge_terminal_before(self, cutoff: datetime, limit: int = 500) -> list[tuple[str, str, str]]:
@@ -157,6 +174,7 @@ class RunRepository:
                 await connection.execute(sa.delete(deliveries).where(deliveries.c.run_id.in_(ids)))
                 await connection.execute(sa.delete(run_checkpoints).where(run_checkpoints.c.run_id.in_(ids)))
                 await connection.execute(sa.delete(runs).where(runs.c.id.in_(ids)))
+                await _forget_platform_records(connection, found)
         return found
 
     # ---------------------------------------------------------------- cancellation
@@ -248,3 +266,25 @@ class RunRepository:
     async def _insert_events(connection: AsyncConnection, run_id: str, events: Sequence[Event]) -> None:
         if events:
             await connection.execute(run_events.insert(), [{"run_id": run_id, **event} for event in events])
+
+
+async def _forget_platform_records(connection: AsyncConnection, removed: Sequence[tuple[str, str, str]]) -> None:
+    """In the transaction that removes runs ((id, caller_id, public_id) each): the file records and uses of those runs,
+    their recorded marks, and the examples' ``latest_run_id`` naming them (issue 14: DELETE and retention cover them).
+    A run's files recorded concurrently with its removal are still removed later by ``forget_deleted_runs``."""
+    if not removed:
+        return
+    pairs = [(caller_id, public_id) for _key, caller_id, public_id in removed]
+    await connection.execute(sa.delete(files).where(sa.tuple_(files.c.caller_id, files.c.run_id).in_(pairs)))
+    await connection.execute(
+        sa.delete(file_uses).where(file_uses.c.holder_type == "run", sa.tuple_(file_uses.c.caller_id, file_uses.c.holder_id).in_(pairs))
+    )
+    await connection.execute(sa.delete(file_runs).where(file_runs.c.run_key.in_([key for key, _caller, _public in removed])))
+    named = sa.select(methods.c.id).where(
+        methods.c.id == method_examples.c.method_id, sa.tuple_(methods.c.caller_id, method_examples.c.latest_run_id).in_(pairs)
+    )
+    await connection.execute(
+        sa.update(method_examples)
+        .where(method_examples.c.latest_run_id.in_([public_id for _caller, public_id in pairs]), sa.exists(named))
+        .values(latest_run_id=None)
+    )

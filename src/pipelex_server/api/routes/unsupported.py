@@ -1,7 +1,8 @@
 """The hosted platform's business routes the SDK calls, which a self-hosted server does not offer: billing and plans,
-organization writes, branding writes, onboarding and method copies. Each authenticates its caller, then answers a
-complete 501 `runtime.unsupported` problem naming the capability (the SDK reads it as final, not as "route absent").
-The request body is not read. The routes are left out of the OpenAPI document: this server does not offer them.
+organization writes, branding writes, onboarding, method copies, manual run status changes, file archives and copies of
+a stored file into a draft. Each authenticates its caller, then answers a complete 501 `runtime.unsupported` problem
+naming the capability (the SDK reads it as final, not as "route absent"). The request body is not read. The routes
+are left out of the OpenAPI document: this server does not offer them.
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ UNSUPPORTED_ROUTES: tuple[tuple[str, str, str], ...] = (
     ("POST", "/onboarding/submit", "onboarding"),
     ("POST", "/methods/{method_id}/copy", "method copies between organizations"),
     ("GET", "/methods/{method_id}/copies", "method copies between organizations"),
+    # the platform's other calls this server does not offer: a run's state is the run lifecycle's alone, and file
+    # archives and copies of a stored file into a draft are hosted conveniences (write the draft with the file instead)
+    ("PUT", "/runs/{run_id}", "manual run status changes"),
+    ("POST", "/files/archives", "file archives"),
+    ("GET", "/files/archives/{archive_id}", "file archives"),
+    ("POST", "/methods/{method_id}/draft/files/from-file", "copying a stored file into a method's draft"),
 )
 
 
