@@ -7,7 +7,8 @@ Against the deterministic stub LLM (a subprocess) and a real ``pipelex-server se
 
 in three modes, alternated round by round so drift on a shared machine hits them alike:
 
-  baseline  the code of ``--baseline-src`` (default /work/main/src: the server without the tracing hooks);
+  baseline  only with ``--baseline-src DIR``: the server code at DIR (e.g. a git worktree of a commit before the
+            tracing hooks, its ``src``), to price the hooks themselves;
   off       this tree, no OTEL_* variable: the hooks are in place, tracing is off (the default);
   on        this tree, OTEL_EXPORTER_OTLP_ENDPOINT pointing at a local OTLP/HTTP receiver (every span exported).
 
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sequential", type=int, default=40, help="sequential /execute per mode and round (a)")
     parser.add_argument("--total", type=int, default=128, help="requests in the burst (b)")
     parser.add_argument("--in-flight", type=int, default=32)
-    parser.add_argument("--baseline-src", default="/work/main/src", help="PYTHONPATH of the baseline mode")
+    parser.add_argument("--baseline-src", default=None, help="PYTHONPATH of a baseline mode (another tree's src); none by default")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--interleaved", action="store_true", help="only the in-process A/B (tracing off/on per request)")
     parser.add_argument("--pairs", type=int, default=200, help="off/on request pairs in --interleaved")
@@ -225,26 +226,28 @@ def main(argv: list[str] | None = None) -> None:
             print(f"on vs off, {key}: {(found['on'][key] / found['off'][key] - 1) * 100:+.1f} %")
         print("(a shared, loaded machine: treat differences of a few percent as noise)")
         return
-    results: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
+    modes = MODES if args.baseline_src else ("off", "on")
+    results: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
     stub = StubLLMProcess().start()
     try:
         with OtlpReceiver() as receiver, tempfile.TemporaryDirectory(prefix="bench-tracing-") as tmp:
             for round_index in range(args.rounds):
-                for mode in MODES if round_index % 2 == 0 else tuple(reversed(MODES)):
+                for mode in modes if round_index % 2 == 0 else tuple(reversed(modes)):
                     results[mode].append(measure(mode, args, stub.base_url, receiver, Path(tmp)))
                     print(f"round {round_index + 1} {mode:8s} {results[mode][-1]}", flush=True)
     finally:
         stub.stop()
     print(f"\n{'mode':9s} {'(a) execute median ms':>22s} {'(b) 128/32 wall s':>18s} {'spans':>7s}")
     summary: dict[str, dict[str, float]] = {}
-    for mode in MODES:
+    for mode in modes:
         rows = results[mode]
         summary[mode] = {key: statistics.median(row[key] for row in rows) for key in rows[0]}
         print(f"{mode:9s} {summary[mode]['execute_median_ms']:22.1f} {summary[mode]['burst_wall_s']:18.2f} {summary[mode]['spans']:7.0f}")
-    for mode in ("off", "on"):
+    reference = "baseline" if args.baseline_src else "off"
+    for mode in [mode for mode in modes if mode != reference]:
         for key in ("execute_median_ms", "burst_wall_s"):
-            delta = (summary[mode][key] / summary["baseline"][key] - 1) * 100
-            print(f"{mode} vs baseline, {key}: {delta:+.1f} %")
+            delta = (summary[mode][key] / summary[reference][key] - 1) * 100
+            print(f"{mode} vs {reference}, {key}: {delta:+.1f} %")
     print(f"one pipe hook with tracing off: {hook_cost_ns():.0f} ns")
     print(f"one span with tracing on (start, current, end; export off the request path): {span_cost_us():.1f} us")
     print("(a shared, loaded machine: treat differences of a few percent as noise)")

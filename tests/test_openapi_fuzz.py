@@ -36,6 +36,18 @@ def live_server(tmp_path_factory, stub):
     server.stop()
 
 
+def not_a_server_error(ctx, response, case):
+    """A 5xx is a failure, but for the complete 501 `runtime.unsupported` a hosted-platform-only route answers by design
+    (api/routes/unsupported.py): the fuzzer's method variations reach those routes on paths the document serves with
+    another method (`PUT /v1/runs/{id}` beside its `GET`)."""
+    content_types = response.headers.get("content-type") or [""]  # schemathesis keeps every header as a list
+    if response.status_code == 501 and content_types[0].startswith("application/problem+json"):
+        body = json.loads(response.content)
+        assert body["code"] == "runtime.unsupported" and body["domain"] == "operator" and body["detail"], body
+        return None
+    return st_checks.not_a_server_error(ctx, response, case)
+
+
 @schema.parametrize()
 @settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_every_operation_honours_its_documented_contract(case, live_server):
@@ -43,7 +55,7 @@ def test_every_operation_honours_its_documented_contract(case, live_server):
         base_url=live_server.url,
         timeout=60,
         checks=[
-            st_checks.not_a_server_error,
+            not_a_server_error,
             st_checks.status_code_conformance,
             st_checks.content_type_conformance,
             st_checks.response_schema_conformance,

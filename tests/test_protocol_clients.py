@@ -389,21 +389,23 @@ async def test_clients_read_state_views_and_the_default_pipe(deployment: Deploym
 
 
 @pytest.mark.parametrize("deployment", ["none"], indirect=True)
-async def test_an_unknown_route_reads_as_absent_and_a_missing_run_does_not(deployment: Deployment) -> None:
+async def test_an_unknown_route_reads_as_absent_a_hosted_only_one_as_final_and_a_missing_run_as_missing(deployment: Deployment) -> None:
     from pipelex_sdk.errors import RunLifecycleUnavailableError
 
     async with deployment.pipelex() as client:
-        with pytest.raises(ApiResponseError) as absent:
-            await client.get_file_archive("fa_none")  # a hosted-platform route this server does not serve
+        with pytest.raises(ApiResponseError) as hosted_only:
+            await client.get_subscription()  # a hosted-platform feature: a final 501, not "route absent"
         with pytest.raises(ApiResponseError) as missing:
             await client.get_run_status("no-such-run")
-    assert absent.value.status == 404
-    assert absent.value.problem.code == "request.not_found" and absent.value.problem.domain == "input"
-    assert "/v1/files/archives/fa_none" in absent.value.problem.detail
+    assert hosted_only.value.status == 501
+    assert hosted_only.value.problem.code == "runtime.unsupported" and "billing" in hosted_only.value.problem.detail
     assert not isinstance(missing.value, RunLifecycleUnavailableError)
     assert missing.value.problem.code == "run.not_found"
     with deployment.http() as http:
+        absent = http.get("/v1/hosted-nothing/at-all")
         wrong = http.get("/v1/start")
+    assert absent.status_code == 404 and absent.json()["code"] == "request.not_found" and absent.json()["domain"] == "input"
+    assert "/v1/hosted-nothing/at-all" in absent.json()["detail"]
     assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
     assert wrong.json()["code"] == "request.method_not_allowed" and wrong.json()["next_step"]["kind"] == "upgrade"
 
