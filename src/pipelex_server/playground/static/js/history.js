@@ -8,8 +8,8 @@ import { fetchRunWithOutput, knownRequest, snippetBlock, timeline } from "./run.
 const TERMINAL = new Set(["COMPLETED", "FAILED", "CANCELLED", "ERROR"]);
 
 export class History {
-  constructor({ list, detail, more, filter, state, pipe, buttons, notify, rerun }) {
-    Object.assign(this, { list, detail, more, state, pipe, buttons, notify, rerunHandler: rerun });
+  constructor({ list, detail, more, filter, state, pipe, buttons, notify, rerun, prefill }) {
+    Object.assign(this, { list, detail, more, state, pipe, buttons, notify, rerunHandler: rerun, prefillHandler: prefill });
     this.cursor = null;
     this.current = null;
     filter.addEventListener("submit", (event) => {
@@ -71,7 +71,7 @@ export class History {
     const extras = [
       el("h4", { text: "Inputs" }),
       request ? el("pre", { class: "snippet", "data-testid": "run-inputs", text: JSON.stringify(request.inputs || {}, null, 2) })
-        : el("p", { class: "muted", text: "The request was sent from another tab or client: the inputs are in the working memory above." }),
+        : el("p", { class: "muted", text: "Sent from another tab or client: “Re-run with the same inputs” prefills them from the run record." }),
       el("h4", { text: "Events" }), events,
       el("h4", { text: "Callback deliveries" }), callbacks,
       request ? snippetBlock(request) : null,
@@ -108,9 +108,21 @@ export class History {
     if (result.ok) await this.open(this.current);
   }
 
-  rerun() {
-    const request = knownRequest(this.current);
-    if (request) this.rerunHandler(request);
-    else this.notify("This run was not started from this tab: open its method in the editor, then run it with the inputs shown.", true);
+  /** The same request again when this tab started the run; else the run's recorded method and inputs, prefilled. */
+  async rerun() {
+    const runId = this.current;
+    const request = knownRequest(runId);
+    if (request) return this.rerunHandler(request);
+    const got = await call("GET", `/v1/runs/${encodeURIComponent(runId)}`);
+    if (!got.ok) return this.notify(`Cannot re-run ${runId}: ${describeProblem(got)}`, true);
+    const detail = got.data;
+    if (!detail.inputs || typeof detail.inputs !== "object") {
+      return this.notify(`Cannot re-run ${runId} with the same inputs: the run record does not hold them (the values are in its working memory above).`, true);
+    }
+    const body = { inputs: detail.inputs, pipe_code: detail.pipe_code || undefined, dry_run: this.run?.dry_run || undefined };
+    let method = null;
+    if (detail.method_id && detail.method_version != null) method = { method_id: detail.method_id, version: String(detail.method_version) };
+    else if (detail.mthds_contents?.length) body.mthds_contents = detail.mthds_contents;
+    return this.prefillHandler({ runId, body, method, treeOf: detail.method_id || null });
   }
 }

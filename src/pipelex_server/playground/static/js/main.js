@@ -7,6 +7,7 @@ import { renderGraph } from "./graph.js";
 import { InputsForm } from "./form.js";
 import { RunController } from "./run.js";
 import { History } from "./history.js";
+import { CatalogPanel } from "./catalog.js";
 
 const EXAMPLE_BUNDLE = `domain = "hello"
 main_pipe = "summarize"
@@ -100,7 +101,7 @@ async function validate() {
   $("validate-button").disabled = true;
   clear(verdict, el("p", { class: "muted", text: "Validating…" }));
   try {
-    const method = editor.method();
+    const method = methodPart();
     const [checked, io] = await Promise.all([call("POST", "/v1/validate", method), call("POST", "/v1/pipe-io", { ...method, all_pipes: true })]);
     showVerdict(checked);
     if (checked.ok && checked.data.is_valid) renderGraph($("graph"), checked.data.graph_spec);
@@ -174,7 +175,7 @@ const inputs = new InputsForm($("inputs-form"), () => rebuildRequest());
 pipeSelect.addEventListener("change", () => inputs.build(forms[pipeSelect.value], { force: true }));
 
 function builtRequest() {
-  const body = { ...editor.method(), inputs: inputs.inputs() };
+  const body = { ...methodPart(), inputs: inputs.inputs() };
   if (pipeSelect.value && pipeSelect.value !== defaultPipe) body.pipe_code = pipeSelect.value;
   if ($("dry-run-toggle").checked) body.dry_run = true;
   return body;
@@ -191,6 +192,55 @@ requestJson.addEventListener("input", () => {
   requestState.textContent = "Edited by hand: this JSON is sent as is.";
 });
 $("request-reset").addEventListener("click", () => rebuildRequest(true));
+
+// -- the methods catalog: while the editor holds an opened method unchanged, requests name it by method_id -----------
+const catalog = new CatalogPanel({ root: $("catalog"), editor, notify, onOpened: () => validate(), onSelector: () => rebuildRequest() });
+
+function methodPart() {
+  const selector = catalog.selector();
+  return selector ? { method_id: selector } : editor.method();
+}
+
+/** Put a run's recorded inputs in the form's simple fields (text, numbers) where the form has them. */
+function fillInputs(values) {
+  for (const [name, value] of Object.entries(values || {})) {
+    const field = document.querySelector(`#inputs-form [data-testid="input-${CSS.escape(name)}"]`);
+    if (!field || !("value" in field) || field.type === "file") continue;
+    const content = value && typeof value === "object" && !Array.isArray(value) ? value.content : value;
+    const plain = content && typeof content === "object" ? content.text ?? content.number ?? content.url : content;
+    if (typeof plain === "string" || typeof plain === "number") field.value = String(plain);
+  }
+}
+
+/** Re-run of a run this tab did not start: open its method, prefill its inputs, and let the user press Run. */
+async function prefillFromRun({ runId, body, method, treeOf }) {
+  showView("build");
+  let missing = "";
+  if (method) {
+    const opened = await catalog.open(method.method_id, method.version);
+    if (!opened) missing = ` Its method ${method.method_id}@${method.version} could not be opened (see above).`;
+  } else if (body.mthds_contents?.length) {
+    catalog.close();
+    if (body.mthds_contents.length === 1) editor.setBundle(body.mthds_contents[0]);
+    else editor.setFiles(Object.fromEntries(body.mthds_contents.map((text, index) => [`bundle_${index + 1}.mthds`, text])));
+    await validate();
+  } else {
+    const of = treeOf ? ` (a tree recorded as ${treeOf}'s)` : "";
+    missing = ` The run's method was sent as a file tree${of}, which the run record does not keep: open the same method in the editor first.`;
+  }
+  fillInputs(body.inputs);
+  $("dry-run-toggle").checked = Boolean(body.dry_run);
+  const prefilled = { ...methodPart(), inputs: body.inputs };
+  const isDefault = body.pipe_code === defaultPipe || String(defaultPipe).endsWith(`.${body.pipe_code}`);
+  if (body.pipe_code && !isDefault) prefilled.pipe_code = body.pipe_code;
+  if (body.dry_run) prefilled.dry_run = true;
+  requestJson.value = JSON.stringify(prefilled, null, 2);
+  requestEdited = true;
+  requestState.textContent = `The inputs of run ${runId}; edit them or rebuild from the form.`;
+  $("request-details").open = true;
+  const draftNote = method?.version === "draft" ? " It ran the draft as it was then: the draft opened is the one saved now." : "";
+  notify(`Prefilled from run ${runId}: check the method and the inputs, then press Run.${draftNote}${missing}`, Boolean(missing));
+}
 $("dry-run-toggle").addEventListener("change", () => {
   if (!requestEdited) return rebuildRequest();
   try {
@@ -247,6 +297,7 @@ const history = new History({
     $("request-details").open = true;
     runBody(body);
   },
+  prefill: (found) => prefillFromRun(found),
 });
 
 function showView(name) {

@@ -2,6 +2,7 @@
 // Every value is written as text: a model's answer holding markup is shown, never interpreted.
 
 import { el, clear } from "./dom.js";
+import { call } from "./api.js";
 
 export function jsonTree(value, key, open = true) {
   const label = key === undefined ? [] : [el("span", { class: "k", text: key }), ": "];
@@ -62,6 +63,10 @@ function urlView(content, concept) {
   if (/Image/.test(concept) && /^data:image\/(png|jpeg|gif|webp);base64,/.test(url)) {
     return el("figure", {}, el("img", { src: url, alt: content.caption || name, "data-testid": "output-image" }), content.caption ? el("figcaption", { text: content.caption }) : null);
   }
+  if (url.startsWith("pipelex-storage://")) {
+    // resolved to a signed link after rendering (resolveStoredFiles)
+    return el("p", { class: "stored-file", "data-testid": "stored-file", dataset: { uri: url, concept, name } }, el("code", { text: url }), el("span", { class: "muted", text: ` ${concept}` }));
+  }
   if (/^https?:\/\//.test(url)) return el("p", {}, el("a", { href: url, rel: "noopener noreferrer", target: "_blank", text: name }), el("span", { class: "muted", text: ` ${concept}` }));
   return el("p", {}, el("code", { text: url.length > 200 ? `${url.slice(0, 200)}…` : url }), el("span", { class: "muted", text: ` ${concept}` }));
 }
@@ -114,4 +119,43 @@ export function renderRun(container, run, output, extras = []) {
     parts.push(el("details", { "data-testid": "working-memory" }, el("summary", { text: `Working memory (${stuffs.length})` }), stuffs));
   }
   clear(container, parts, extras);
+  resolveStoredFiles(container);
+}
+
+/**
+ * Turn each stored file shown (a `pipelex-storage://` address) into a link from POST /v1/resolve-storage-url/bulk.
+ * A link on this server shows an image inline; a link elsewhere (S3) is not fetched by the page: it is offered as a
+ * link that opens outside it.
+ */
+export async function resolveStoredFiles(container) {
+  const nodes = [...container.querySelectorAll('[data-testid="stored-file"][data-uri]')];
+  if (!nodes.length) return;
+  const uris = [...new Set(nodes.map((node) => node.dataset.uri))].slice(0, 100);
+  const result = await call("POST", "/v1/resolve-storage-url/bulk", { uris });
+  const items = {};
+  for (const item of result.ok ? result.data.items || [] : []) items[item.uri] = item;
+  for (const node of nodes) {
+    const { uri, concept, name } = node.dataset;
+    const item = items[uri];
+    delete node.dataset.uri;
+    if (!item?.url) {
+      const why = item?.error?.detail || (result.ok ? "no link" : `${result.status} ${result.data?.code || ""}`);
+      node.append(el("span", { class: "bad", "data-testid": "stored-file-error", text: ` — no link: ${why}` }));
+      continue;
+    }
+    let sameOrigin = false;
+    try {
+      sameOrigin = new URL(item.url, location.href).origin === location.origin;
+    } catch {
+      /* not a URL: shown as a link below, which the browser will refuse */
+    }
+    const link = el("a", { href: item.url, rel: "noopener noreferrer", target: "_blank", "data-testid": "stored-file-link", text: `Open ${name}` });
+    const until = item.expires_at ? el("span", { class: "muted", text: ` (link valid until ${new Date(item.expires_at).toLocaleTimeString()})` }) : null;
+    const isImage = /Image/.test(concept) || /^image\/(png|jpeg|gif|webp)$/.test(item.content_type || "");
+    if (isImage && sameOrigin) {
+      clear(node, el("img", { src: item.url, alt: name, "data-testid": "output-image" }), link, until);
+    } else if (!sameOrigin) {
+      clear(node, link, until, el("span", { class: "muted", "data-testid": "stored-file-remote", text: " — stored in the object store (S3): the page does not fetch it; the link opens it in a new tab." }));
+    } else clear(node, link, until);
+  }
 }
