@@ -22,6 +22,11 @@ def _url_count(value: Any) -> int:
     return count
 
 
+def url_count(inputs: dict[str, Any] | None) -> int:
+    """How many URL inputs (``{"url": ...}``, a ``data:`` one too) the request's inputs hold."""
+    return _url_count(inputs) if inputs else 0
+
+
 def check_url_inputs(inputs: dict[str, Any] | None, *, max_urls: int) -> None:
     """422 ``input.too_many_urls`` naming the input that passes ``FETCH_MAX_URLS`` (counted over the whole request)."""
     if not inputs:

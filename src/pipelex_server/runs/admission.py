@@ -8,7 +8,7 @@ from typing import Any
 
 from pipelex_server.engine.runtime import Engine
 from pipelex_server.errors import ApiProblem
-from pipelex_server.input_limits import check_url_inputs
+from pipelex_server.input_limits import check_url_inputs, url_count
 from pipelex_server.netguard import Resolver, UrlRefused, check_url_shape, vet_url
 from pipelex_server.runs.events import numbered
 from pipelex_server.runs.executor import Executor
@@ -72,8 +72,10 @@ class Admission:
         fingerprint = request.fingerprint()
         # a retried request (same id, same body) is answered from its run: no second check, no second fetch
         stored = request if await self.is_replay(caller, run_id, fingerprint) else None
-        if stored is None:
-            await self.check_active(caller)  # before fetching anything for a request that would be refused
+        if stored is None and (request.tree_files is not None or url_count(request.inputs)):
+            # before fetching or storing anything for a request that would be refused; a request whose check fetches
+            # and stores nothing skips this round trip: the insert's exact check refuses it just the same
+            await self.check_active(caller)
         run_id = run_id or new_public_id()
         if stored is None:
             stored = await self.checked(caller, request, run_id, request_id)
