@@ -38,6 +38,8 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
 
     def start(self, *, wait_ready: bool = True, timeout: float = 60) -> ServerProcess:
+        if self.process is not None and self.process.poll() is None:
+            raise RuntimeError(f"the server on port {self.port} is already running")
         command = [sys.executable, "-m", "pipelex_server.cli", "serve", "--port", str(self.port), *self.args]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(command, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
@@ -91,7 +93,9 @@ class ServerProcess:
         self.stop(signal.SIGKILL)
 
     def __enter__(self) -> ServerProcess:
-        return self.start()
+        # `with ServerProcess(...).start() as server:` must not spawn a second process: that one cannot bind the port,
+        # exits, and `stop` would then signal it while the first keeps running after the test
+        return self if self.process is not None else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
