@@ -52,6 +52,15 @@ def addresses(value: Any) -> Iterator[str]:
             yield from addresses(item)
 
 
+def may_hold_files(ended: dict[str, Any]) -> bool:
+    """Whether an ended run can have files to record: a storage address in its inputs or its inline output, or an
+    output kept in object storage (read back to see)."""
+    if ended.get("output") is None and ended.get("output_url"):
+        return True
+    inputs = (ended.get("request") or {}).get("inputs")
+    return next(addresses(inputs), None) is not None or next(addresses(ended.get("output")), None) is not None
+
+
 def run_not_found(run_id: str) -> Any:
     return platform_problem("run.not_found", detail=f"No run {run_id!r}.", params={"pipeline_run_id": run_id})
 
@@ -160,6 +169,8 @@ class RunFiles:
         """The run lifecycle's end listener: record a completed run's files as it ends (read back as stored)."""
         if ended.get("state") != "COMPLETED":
             return  # a failed or cancelled run made nothing: a read of its files records its inputs
+        if not may_hold_files(ended):
+            return  # nothing to record (most runs): no read back, no write on the run's path; a list marks it later
         row = await self.runs.get(ended["id"])
         if row is not None:
             await self.settle(row)
