@@ -5,7 +5,6 @@ the server still serves; the build routes take a tree too."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import struct
@@ -478,31 +477,18 @@ async def test_a_refusal_inside_a_nested_tree_names_the_file_as_the_request_does
 async def test_dependencies_and_an_archive_run_on_a_temporal_worker_that_shares_no_disk(
     stub: Any, postgres_url: str, s3_server: Any, tmp_path: Path
 ) -> None:
-    from tests.support.server import ServerProcess
-    from tests.support.temporal import TemporalDevServer, WorkerProcess
+    from tests.support.temporal import no_shared_disk
 
-    bucket = f"deps-{uuid.uuid4().hex[:12]}"
-    s3_server.create_bucket(bucket)
-    temporal = await asyncio.to_thread(TemporalDevServer(tmp_path / "temporal").start)  # its start runs its own loop
-    try:
-        # PostgreSQL run store, S3 blobs, each process its own DATA_DIR: the worker reads the method and its dependency
-        # trees from the blobs alone
-        env = {**temporal.env(), **s3_server.env(), "S3_BUCKET": bucket, "DATABASE_URL": postgres_url, "OPENAI_BASE_URL": stub.base_url}
-        api = ServerProcess(tmp_path / "api", env=env).start()
-        worker = WorkerProcess(tmp_path / "worker", env={**env, "DATA_DIR": str(tmp_path / "worker-data")}).start()
-        try:
-            async with httpx.AsyncClient(base_url=api.url, timeout=60) as http:
-                for body in (
-                    with_dependency(inputs={"guest": GUEST}),
-                    {"bundle_b64": zip_b64(welcome_bundle()), "inputs": {"guest": GUEST}},
-                ):
-                    started = await http.post("/api/v1/pipeline/start", json=body)
-                    assert started.status_code == 202, started.text
-                    run = await wait_for_end(http, started.json()["pipeline_run_id"])
-                    assert run["pipeline_state"] == "COMPLETED", (run, worker.log()[-3000:])
-                    assert_welcomed(main_text(run))
-        finally:
-            worker.stop()
-            api.stop()
-    finally:
-        temporal.stop()
+    async with no_shared_disk(
+        tmp_path, s3_server=s3_server, postgres_url=postgres_url, bucket_prefix="deps", env={"OPENAI_BASE_URL": stub.base_url}
+    ) as (api, worker):
+        async with httpx.AsyncClient(base_url=api.url, timeout=60) as http:
+            for body in (
+                with_dependency(inputs={"guest": GUEST}),
+                {"bundle_b64": zip_b64(welcome_bundle()), "inputs": {"guest": GUEST}},
+            ):
+                started = await http.post("/api/v1/pipeline/start", json=body)
+                assert started.status_code == 202, started.text
+                run = await wait_for_end(http, started.json()["pipeline_run_id"])
+                assert run["pipeline_state"] == "COMPLETED", (run, worker.log()[-3000:])
+                assert_welcomed(main_text(run))

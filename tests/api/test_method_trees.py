@@ -290,33 +290,21 @@ async def test_tree_limits_hold_on_stated_sizes_and_are_announced(make_app: Any)
 async def test_a_tree_started_in_temporal_mode_runs_on_a_worker_that_shares_no_disk(
     stub: Any, postgres_url: str, s3_server: Any, tmp_path: Path
 ) -> None:
-    from tests.support.server import ServerProcess
-    from tests.support.temporal import TemporalDevServer, WorkerProcess
+    from tests.support.temporal import no_shared_disk
 
-    bucket = f"trees-{uuid.uuid4().hex[:12]}"
-    s3_server.create_bucket(bucket)
-    temporal = await asyncio.to_thread(TemporalDevServer(tmp_path / "temporal").start)  # its start runs its own loop
-    try:
-        # PostgreSQL run store, S3 blobs, each process its own DATA_DIR: the worker can only read the tree's blobs
-        env = {**temporal.env(), **s3_server.env(), "S3_BUCKET": bucket, "DATABASE_URL": postgres_url, "OPENAI_BASE_URL": stub.base_url}
-        api = ServerProcess(tmp_path / "api", env=env).start()
-        worker = WorkerProcess(tmp_path / "worker", env={**env, "DATA_DIR": str(tmp_path / "worker-data")}).start()
-        try:
-            async with httpx.AsyncClient(base_url=api.url, timeout=60) as http:
-                files = tree_of("menu_package")
-                started = await http.post("/v1/start", json={"files": files, "inputs": {"note": NOTE}})
-                assert started.status_code == 202, started.text
-                run_id = started.json()["pipeline_run_id"]
-                for _ in range(1200):
-                    status = (await http.get(f"/v1/runs/{run_id}/status")).json()
-                    if status["status"] not in ("PENDING", "RUNNING"):
-                        break
-                    await asyncio.sleep(0.05)
-                assert status["status"] == "COMPLETED", (status, worker.log()[-3000:])
-                results = (await http.get(f"/v1/runs/{run_id}/results")).json()
-                assert_menu_written(results["main_stuff"]["text"])
-        finally:
-            worker.stop()
-            api.stop()
-    finally:
-        temporal.stop()
+    async with no_shared_disk(
+        tmp_path, s3_server=s3_server, postgres_url=postgres_url, bucket_prefix="trees", env={"OPENAI_BASE_URL": stub.base_url}
+    ) as (api, worker):
+        async with httpx.AsyncClient(base_url=api.url, timeout=60) as http:
+            files = tree_of("menu_package")
+            started = await http.post("/v1/start", json={"files": files, "inputs": {"note": NOTE}})
+            assert started.status_code == 202, started.text
+            run_id = started.json()["pipeline_run_id"]
+            for _ in range(1200):
+                status = (await http.get(f"/v1/runs/{run_id}/status")).json()
+                if status["status"] not in ("PENDING", "RUNNING"):
+                    break
+                await asyncio.sleep(0.05)
+            assert status["status"] == "COMPLETED", (status, worker.log()[-3000:])
+            results = (await http.get(f"/v1/runs/{run_id}/results")).json()
+            assert_menu_written(results["main_stuff"]["text"])

@@ -114,43 +114,28 @@ async def test_upload_run_and_download_a_runs_stored_file(server: ServerProcess,
 async def test_temporal_mode_on_postgresql_and_s3(stub: Any, postgres_url: str, s3_server: Any, tmp_path: Path) -> None:
     """A run started in Temporal mode and executed by a worker sharing no disk: its history, detail, files and a
     download of the file it stored, through S3 presigned links."""
-    import asyncio
 
-    from tests.support.temporal import TemporalDevServer, WorkerProcess
+    from tests.support.temporal import no_shared_disk
 
-    bucket = f"files-t-{uuid.uuid4().hex[:10]}"
-    s3_server.create_bucket(bucket)
-    temporal = await asyncio.to_thread(TemporalDevServer(tmp_path / "temporal").start)
-    try:
-        env = {
-            **temporal.env(),
-            **s3_server.env(),
-            "S3_BUCKET": bucket,
-            "DATABASE_URL": postgres_url,
-            "OPENAI_BASE_URL": stub.base_url,
-            "AUTH_MODE": "jwt",
-            "JWT_SECRET_KEY": SECRET,
-        }
-        api = ServerProcess(tmp_path / "api", env=env).start()
-        worker = WorkerProcess(tmp_path / "worker", env={**env, "DATA_DIR": str(tmp_path / "worker-data")}).start()
+    async with no_shared_disk(
+        tmp_path,
+        s3_server=s3_server,
+        postgres_url=postgres_url,
+        bucket_prefix="files-t",
+        env={"OPENAI_BASE_URL": stub.base_url, "AUTH_MODE": "jwt", "JWT_SECRET_KEY": SECRET},
+    ) as (api, _worker):
         user = f"tia-{uuid.uuid4().hex[:8]}"
-        try:
-            async with client_for(api, user) as client:
-                pdf = make_pdf("temporal stored")
-                started = await client.start(files=FILES, inputs=document_input(data_url(pdf, "application/pdf")))
-                run_id = started.pipeline_run_id
-                await client.wait_for_result(run_id)
-                options = DownloadArtifactsOptions(scope=ArtifactScope.WORKING_MEMORY, allow_http=True)
-                verdict = await client.download_artifacts(dir_path=tmp_path / "out", run_id=run_id, options=options)
-                assert verdict.all_saved and [Path(path).read_bytes() for path in verdict.saved_paths] == [pdf]
-                history = await client.list_runs("mt_none")
-                assert history.items == [] and history.next_cursor is None
-                detail = await client.get_run_detail(run_id)
-                assert detail.status == "COMPLETED" and detail.workflow_id
-                run_files = await client.list_run_files(run_id)
-                assert run_files.state == "listed" and [entry.uri for entry in run_files.inputs] == [verdict.artifacts[0].uri]
-        finally:
-            worker.stop()
-            api.stop()
-    finally:
-        temporal.stop()
+        async with client_for(api, user) as client:
+            pdf = make_pdf("temporal stored")
+            started = await client.start(files=FILES, inputs=document_input(data_url(pdf, "application/pdf")))
+            run_id = started.pipeline_run_id
+            await client.wait_for_result(run_id)
+            options = DownloadArtifactsOptions(scope=ArtifactScope.WORKING_MEMORY, allow_http=True)
+            verdict = await client.download_artifacts(dir_path=tmp_path / "out", run_id=run_id, options=options)
+            assert verdict.all_saved and [Path(path).read_bytes() for path in verdict.saved_paths] == [pdf]
+            history = await client.list_runs("mt_none")
+            assert history.items == [] and history.next_cursor is None
+            detail = await client.get_run_detail(run_id)
+            assert detail.status == "COMPLETED" and detail.workflow_id
+            run_files = await client.list_run_files(run_id)
+            assert run_files.state == "listed" and [entry.uri for entry in run_files.inputs] == [verdict.artifacts[0].uri]

@@ -24,7 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from tests.support.server import STARTED, free_port
+from tests.support.server import STARTED, ServerProcess, free_port
 
 
 def temporal_binary() -> str:
@@ -204,3 +204,28 @@ async def in_process_worker(app: Any, **overrides: Any) -> AsyncIterator[Any]:
     finally:
         await service.close(grace_seconds=0)
         await database.dispose()
+
+
+@contextlib.asynccontextmanager
+async def no_shared_disk(
+    tmp_path: Path, *, s3_server: Any, postgres_url: str, bucket_prefix: str, env: dict[str, str] | None = None
+) -> AsyncIterator[tuple[ServerProcess, WorkerProcess]]:
+    """An API process and a worker process in Temporal mode that share no disk: a Temporal dev server, the PostgreSQL
+    run store and an S3 bucket of their own, each process its own DATA_DIR, so the worker reads what a run needs from
+    the store and the bucket alone. Yields (api, worker); ``env`` adds to both (the stub's URL, auth settings)."""
+    bucket = f"{bucket_prefix}-{uuid.uuid4().hex[:12]}"
+    s3_server.create_bucket(bucket)
+    temporal = await asyncio.to_thread(TemporalDevServer(tmp_path / "temporal").start)  # its start runs its own loop
+    try:
+        shared = {**temporal.env(), **s3_server.env(), "S3_BUCKET": bucket, "DATABASE_URL": postgres_url, **(env or {})}
+        api = ServerProcess(tmp_path / "api", env=shared).start()
+        try:
+            worker = WorkerProcess(tmp_path / "worker", env={**shared, "DATA_DIR": str(tmp_path / "worker-data")}).start()
+            try:
+                yield api, worker
+            finally:
+                worker.stop()
+        finally:
+            api.stop()
+    finally:
+        temporal.stop()
