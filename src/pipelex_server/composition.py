@@ -119,13 +119,10 @@ class Catalog:
     examples: ExampleService
 
 
-def build_catalog(settings: Settings, *, database: AsyncEngine, engine: Engine, runs: RunService) -> Catalog:
-    """The catalog on ``database``; its file links last STORAGE_LINK_TTL_SECONDS, signed with STORAGE_LINK_SIGNING_KEY, else
-    BLOB_UPLOAD_SIGNING_KEY, else a key of this process."""
-    secret = settings.storage_link_signing_key or settings.blob_upload_signing_key
-    key = b"method-files\n" + secret.get_secret_value().encode() if secret else None
-    links = FileLinks(key=key, ttl_seconds=settings.storage_link_ttl_seconds)
-    methods = CatalogService(repository=CatalogRepository(database), engine=engine, links=links)
+def build_catalog(*, database: AsyncEngine, engine: Engine, runs: RunService, files: Files) -> Catalog:
+    """The catalog on ``database``; its file links are signed by the storage links' signer (STORAGE_LINK_TTL_SECONDS,
+    STORAGE_LINK_SIGNING_KEY, else BLOB_UPLOAD_SIGNING_KEY, else a key of this process)."""
+    methods = CatalogService(repository=CatalogRepository(database), engine=engine, links=FileLinks(files.service.signer))
     return Catalog(
         methods=methods,
         publisher=Publisher(methods),
@@ -226,7 +223,7 @@ async def build_services(settings: Settings) -> Services:
         blobs=blobs,
         temporal=temporal,
         methods=build_method_source(settings),
-        catalog=build_catalog(settings, database=database, engine=engine, runs=runs),
+        catalog=build_catalog(database=database, engine=engine, runs=runs, files=files),
         api_keys=ApiKeyService(settings=settings, repository=ApiKeyRepository(database)),
         files=files,
         usage=UsageService(UsageRepository(database)),

@@ -1,30 +1,29 @@
 """Expiring links to a method's files: a URL of `GET /v1/method-files/{sha256}` whose query carries the caller's scope,
-an expiry and an HMAC-SHA256 over the three with the server's key. The link needs no bearer token; it reads one blob
+an expiry and an HMAC-SHA256 over the three, made by the storage links' signer (files/links.py: one key, from
+STORAGE_LINK_SIGNING_KEY, else BLOB_UPLOAD_SIGNING_KEY, else a key of this process; a purpose of its own, so a
+method-file signature never passes for a storage link or a cursor). The link needs no bearer token; it reads one blob
 of one caller until it expires, and tampering with any part of it voids it."""
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import secrets
 import time
 from datetime import UTC, datetime
 from urllib.parse import quote, urlencode
 
 from pipelex_server.catalog.views import iso
+from pipelex_server.files.links import LinkSigner
 
 LINK_PATH = "/v1/method-files/"
-DEFAULT_TTL_SECONDS = 900  # about fifteen minutes, as the SDK documents
 
 
 class FileLinks:
-    def __init__(self, *, key: bytes | None = None, ttl_seconds: int = DEFAULT_TTL_SECONDS) -> None:
-        self._key = key or secrets.token_bytes(32)
-        self.ttl_seconds = ttl_seconds
+    def __init__(self, signer: LinkSigner) -> None:
+        self.signer = signer
+        self.ttl_seconds = signer.ttl_seconds
 
     def _signature(self, scope: str, sha256: str, expires: int) -> str:
-        message = f"method-file\n{scope}\n{sha256}\n{expires}".encode()
-        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+        return self.signer.mac("method-file", f"{scope}\n{sha256}\n{expires}")
 
     def link(self, base_url: str, *, scope: str, sha256: str) -> tuple[str, str]:
         """The link and its expiry (ISO-8601 UTC)."""
