@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -39,6 +40,7 @@ from pipelex_server.api.routes import (
     usage,
     validate,
 )
+from pipelex_server.api.schemas import add_problem_schema
 from pipelex_server.composition import build_services
 from pipelex_server.errors import PROBLEM_CONTENT_TYPE, ApiProblem, internal_error, validation_problem
 from pipelex_server.observability import logs as observability_logs
@@ -97,6 +99,10 @@ def _install_error_handlers(app: FastAPI) -> None:
         return render(internal_error(), request)
 
 
+def _openapi_document(app: FastAPI) -> dict[str, Any]:
+    return add_problem_schema(FastAPI.openapi(app))  # FastAPI caches the document; the schema is added once
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -125,6 +131,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         **fastapi_telemetry_off(),  # one server span per request, ours (docs/tracing.md)
     )
     _install_error_handlers(app)
+    app.openapi = functools.partial(_openapi_document, app)  # type: ignore[method-assign]
     routers = (
         *(health.router, pipeline.router, validate.router, runs.router, uploads.router, build.router),
         *(protocol.router, blobs.router, tools.router, usage.router, metrics.router),

@@ -9,9 +9,8 @@ import os
 import sys
 from pathlib import Path
 
-from pipelex_server import key_commands
+from pipelex_server import boot_gc, key_commands
 from pipelex_server.errors import ConfigurationError
-from pipelex_server.observability import logs, metrics
 
 
 def _migrate() -> None:
@@ -76,7 +75,12 @@ def main(argv: list[str] | None = None) -> None:
     commands.add_parser("migrate", help="apply the run-store migrations")
     key_commands.add_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "worker" or (args.command == "serve" and args.workers == 1):
+        # before the heavy imports; the runtime's boot in this process turns it on again (boot_gc.py). Not in the
+        # supervisor of `--workers N`, which boots no runtime (each worker's runtime boot turns it off for itself)
+        boot_gc.pause_for_boot()
     _configure_logging()
+    from pipelex_server.observability import logs, metrics
 
     try:
         if args.command == "serve":
@@ -110,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigurationError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        boot_gc.resume()  # a command that ended before its runtime's boot (a refused configuration) leaves it on
 
 
 if __name__ == "__main__":

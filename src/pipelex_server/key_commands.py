@@ -11,10 +11,12 @@ import re
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelex_server.errors import ConfigurationError
-from pipelex_server.key_service import ApiKeyService
+
+if TYPE_CHECKING:  # the service (and the store under it) is imported by `keys` alone, not by every command's parser
+    from pipelex_server.key_service import ApiKeyService
 
 CALLER_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")  # as api/auth.py accepts caller ids
 _CALLER_HELP = "the caller id the key authenticates as ([A-Za-z0-9_-]{1,128}); its runs, files and methods are scoped to it"
@@ -66,6 +68,7 @@ def _record(row: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _with_service(settings: Any, action: Callable[[ApiKeyService], Awaitable[Any]]) -> Any:
+    from pipelex_server.key_service import ApiKeyService
     from pipelex_server.store.api_keys import ApiKeyRepository
     from pipelex_server.store.db import make_engine, migrate
 

@@ -1,4 +1,4 @@
-"""The boot runs with the collector off (its millions of long-lived objects are collected once, at its end) and
+"""The boot runs with the collector off (its million long-lived objects are frozen at its end, boot_gc.py) and
 leaves it on, whether the boot succeeds or fails."""
 
 from __future__ import annotations

@@ -7,13 +7,13 @@ running pipelines in ``execution``, validating bundles in ``validation``; the va
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import time
 from typing import Any
 
 from pipelex_server.blobs import BlobStore
+from pipelex_server.boot_gc import collector_off, freeze_boot_objects
 from pipelex_server.engine.boot import acquire_runtime, import_runtime, prepare_environment, release_runtime
 from pipelex_server.engine.execution import Execution
 from pipelex_server.engine.home import plan_inference
@@ -68,41 +68,30 @@ class Engine:
     async def start(self) -> None:
         """Boot (or join) the process's runtime, then warm it. Sets ``ready``; records a boot error."""
         started = time.perf_counter()
-        # The boot allocates millions of long-lived objects (imports, the runtime, the provider SDKs): a collection
-        # every few thousand allocations would walk them again and again (~12% of the boot's CPU). The collector is off
-        # until the one full collection below, then back as it was.
-        collecting = gc.isenabled()
-        if collecting:
-            gc.disable()
-        try:
-            await self._apply_test_hooks()
-            await asyncio.to_thread(prepare_environment, self.settings, self.plan)
-            await asyncio.to_thread(import_runtime)
-            acquire_runtime(self.settings, self.plan)
-            self._acquired = True
-            from pipelex_server.engine.storage import PROVIDER
+        with collector_off():  # the boot allocates a million long-lived objects and little garbage (boot_gc.py)
+            try:
+                await self._apply_test_hooks()
+                await asyncio.to_thread(prepare_environment, self.settings, self.plan)
+                await asyncio.to_thread(import_runtime)
+                acquire_runtime(self.settings, self.plan)
+                self._acquired = True
+                from pipelex_server.engine.storage import PROVIDER
 
-            PROVIDER.default = self.store
-            for warning in self.plan.warnings:
-                logger.warning(warning)
-            if self.settings.warm_up:
-                await warm_up(plan=self.plan, store=self.store, validate=self.validate)
-                self.validator.verdicts.clear()
-            # The runtime and the provider SDKs leave ~a million long-lived objects behind; moving them out of the
-            # collector's reach keeps each full collection from walking them again under load.
-            gc.collect()
-            gc.freeze()
-            self.boot_seconds = time.perf_counter() - started
-            logger.info("runtime ready in %.2fs (live backends: %s)", self.boot_seconds, ", ".join(self.plan.enabled))
-            self.readiness.succeeded()
-        except BaseException as exc:
-            self.readiness.failed(exc)
-            logger.exception("the pipelex runtime failed to boot; requests that need it answer 503 server.not_ready")
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-        finally:
-            if collecting:
-                gc.enable()
+                PROVIDER.default = self.store
+                for warning in self.plan.warnings:
+                    logger.warning(warning)
+                if self.settings.warm_up:
+                    await warm_up(plan=self.plan, store=self.store, validate=self.validate)
+                    self.validator.verdicts.clear()
+                freeze_boot_objects()
+                self.boot_seconds = time.perf_counter() - started
+                logger.info("runtime ready in %.2fs (live backends: %s)", self.boot_seconds, ", ".join(self.plan.enabled))
+                self.readiness.succeeded()
+            except BaseException as exc:
+                self.readiness.failed(exc)
+                logger.exception("the pipelex runtime failed to boot; requests that need it answer 503 server.not_ready")
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
 
     async def _apply_test_hooks(self) -> None:
         """PIPELEX_SERVER_TEST_BOOT_DELAY_SECONDS / _FAILURE: widen the boot window, or fail the boot (tests only)."""

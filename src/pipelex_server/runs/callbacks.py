@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import json
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -88,6 +89,7 @@ class CallbackDeliverer:
         owner: str,
         document_for: Callable[[str], Awaitable[dict[str, Any] | None]],
         resolver: Resolver | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.settings = settings
         self.repository = repository
@@ -111,6 +113,7 @@ class CallbackDeliverer:
             follow_redirects=False,
             trust_env=False,
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=0),
+            verify=ssl_context if ssl_context is not None else True,
         )
 
     def start(self) -> None:
