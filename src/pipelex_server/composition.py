@@ -49,6 +49,7 @@ from pipelex_server.runs.executor import Executor
 from pipelex_server.runs.inprocess import InProcessExecutor
 from pipelex_server.runs.lifecycle import RunLifecycle
 from pipelex_server.runs.maintenance import RetentionPurge
+from pipelex_server.runs.priority import AckPriority
 from pipelex_server.runs.service import RunService
 from pipelex_server.settings import Settings
 from pipelex_server.storage import ObjectStore, StorageUnavailable, make_object_store
@@ -290,6 +291,7 @@ def build_run_service(settings: Settings, *, database: AsyncEngine, engine: Engi
         RunLifecycle, repository=repository, events=events, instance_id=instance_id, lease_seconds=settings.lease_seconds
     )
     executor: Executor
+    acks = AckPriority(settings.ack_priority_max_wait_seconds)
     if settings.is_temporal:
         from pipelex_server.temporal.executor import TemporalExecutor, workflow_delivers_callbacks
 
@@ -305,6 +307,7 @@ def build_run_service(settings: Settings, *, database: AsyncEngine, engine: Engi
             execution=execution,
             deliverer=deliverer,
             engine=engine,
+            acks=acks,
         )
     return RunService(
         settings=settings,
@@ -335,4 +338,5 @@ def build_run_service(settings: Settings, *, database: AsyncEngine, engine: Engi
             deliverer=deliverer,
         ),
         deliverer=deliverer,
+        acks=acks,
     )

@@ -15,6 +15,7 @@ from typing import Any
 from pipelex_server.blobs import BlobStore
 from pipelex_server.boot_gc import collector_off, freeze_boot_objects
 from pipelex_server.engine.boot import acquire_runtime, import_runtime, prepare_environment, release_runtime
+from pipelex_server.engine.check_verdicts import CheckVerdicts
 from pipelex_server.engine.execution import Execution
 from pipelex_server.engine.home import plan_inference
 from pipelex_server.engine.method_sources import SourceLimits, read_bundle_method
@@ -44,6 +45,7 @@ class Engine:
         self.readiness = Readiness()
         self.boot_seconds: float | None = None
         self.execution = Execution(settings, store=store, fetcher=fetcher)
+        self.verdicts = CheckVerdicts(self.execution.libraries)
         self.validator = Validator(settings)
         self.blobs = BlobStore(store)
         self.tree_limits = TreeLimits(
@@ -202,7 +204,13 @@ class Engine:
         a bad bundle or input); runs nothing. Returns the URL rewrites (original URL -> storage URI)."""
         if not dry_run:
             self.refuse_live_if_unconfigured()
-        return await self.execution.check(
+        plain = not (output_name or output_multiplicity or dynamic_output_concept_ref)
+        verdict = self.verdicts.key(
+            pipe_code=pipe_code, mthds_contents=mthds_contents, inputs=inputs, plain=plain, dry_run=dry_run, scope=scope, tree=tree
+        )
+        if self.verdicts.passed(verdict):
+            return {}  # this very check passed before, and it fetched and stored nothing (engine/check_verdicts.py)
+        rewrites = await self.execution.check(
             pipe_code=pipe_code,
             mthds_contents=mthds_contents,
             inputs=inputs,
@@ -215,6 +223,9 @@ class Engine:
             request_id=request_id,
             tree=tree,
         )
+        if not rewrites:
+            self.verdicts.remember(verdict)
+        return rewrites
 
     async def validate(
         self, *, mthds_contents: list[str] | None, pipe_code: str | None, tree: MethodTreeFiles | None = None

@@ -16,6 +16,7 @@ from pipelex_server.runs.execution import RunExecution
 from pipelex_server.runs.lifecycle import RunLifecycle
 from pipelex_server.runs.maintenance import LeaseKeeper
 from pipelex_server.runs.model import Caller, RunRequest
+from pipelex_server.runs.priority import AckPriority
 from pipelex_server.settings import Settings
 from pipelex_server.store.common import lease_deadline
 from pipelex_server.store.runs import RunRepository
@@ -34,6 +35,7 @@ class InProcessExecutor:
         execution: RunExecution,
         deliverer: CallbackDeliverer,
         engine: Engine,
+        acks: AckPriority | None = None,
     ) -> None:
         self.settings = settings
         self.repository = repository
@@ -41,6 +43,7 @@ class InProcessExecutor:
         self.lifecycle = lifecycle
         self.execution = execution
         self.deliverer = deliverer
+        self.acks = acks or AckPriority(0)
         self.running: dict[str, asyncio.Task[dict[str, Any]]] = {}
         self.leases = LeaseKeeper(
             settings=settings, repository=repository, lifecycle=lifecycle, engine=engine, running=self.running, requeue=self.requeue
@@ -128,6 +131,9 @@ class InProcessExecutor:
         holds_slot = bool(row.get("_slot"))
         try:
             if not holds_slot:
+                if row.get("kind") == "start":
+                    # a run its client is not waiting on lets the acks pending now go first (bounded: never starved)
+                    await self.acks.yield_to_acks()
                 await self._slots.acquire()
                 holds_slot = True
                 running = await self.lifecycle.start(row)

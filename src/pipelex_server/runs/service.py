@@ -20,6 +20,7 @@ from pipelex_server.runs.lifecycle import RunLifecycle
 from pipelex_server.runs.limits import StreamSlots, redelivery_limit
 from pipelex_server.runs.maintenance import RetentionPurge
 from pipelex_server.runs.model import Caller, RunRequest
+from pipelex_server.runs.priority import AckPriority
 from pipelex_server.runs.stored import delete_stored, output_bytes
 from pipelex_server.settings import Settings
 from pipelex_server.storage import ObjectStore
@@ -43,6 +44,7 @@ class RunService:
         retention: RetentionPurge,
         attempts: RunAttempts,
         deliverer: CallbackDeliverer,
+        acks: AckPriority | None = None,
     ) -> None:
         self.settings = settings
         self.repository = repository
@@ -55,6 +57,7 @@ class RunService:
         self.retention = retention
         self.attempts = attempts  # what a Temporal worker's activities call
         self.deliverer = deliverer
+        self.acks = acks or AckPriority(0)
         self.streams = StreamSlots(settings.sse_max_streams_per_caller)
         self._background: list[asyncio.Task[None]] = []
 
@@ -109,9 +112,10 @@ class RunService:
 
     async def start(self, *, caller: Caller, request: RunRequest, run_id: str | None, request_id: str | None) -> dict[str, Any]:
         """Check the bundle and inputs now (422 at once), then run in the background. Returns the 202 body."""
-        row, created, stored = await self.admission.for_start(caller=caller, request=request, run_id=run_id, request_id=request_id)
-        if row["state"] not in TERMINAL_STATES:
-            await self.executor.submit(row, created=created, caller=caller, request=stored, request_id=request_id)
+        with self.acks.acknowledging():  # runs not started yet wait for it (runs/priority.py)
+            row, created, stored = await self.admission.for_start(caller=caller, request=request, run_id=run_id, request_id=request_id)
+            if row["state"] not in TERMINAL_STATES:
+                await self.executor.submit(row, created=created, caller=caller, request=stored, request_id=request_id)
         return start_answer(row)
 
     # ---------------------------------------------------------------- reads
