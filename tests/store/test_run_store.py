@@ -81,6 +81,8 @@ async def test_expired_leases_are_settled_and_live_ones_untouched(database_url, 
 
         settled = await service.executor.leases.settle_expired()
         assert set(settled) == {dead_running["id"], dead_started["id"]}
+        # taken at once: the re-queued run executes meanwhile, and its task leaves ``running`` when it ends
+        task = service.executor.running.get(dead_started["id"])
 
         lost = await repository.get(dead_running["id"])
         assert lost["state"] == "ERROR"
@@ -91,7 +93,6 @@ async def test_expired_leases_are_settled_and_live_ones_untouched(database_url, 
         assert untouched["state"] == "RUNNING" and untouched["lease_owner"] == "live-process"
 
         # the never-started run was re-queued on this process and runs to its end
-        task = service.executor.running.get(dead_started["id"])
         assert task is not None
         finished = await task
         assert finished["state"] == "COMPLETED"

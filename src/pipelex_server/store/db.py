@@ -15,6 +15,8 @@ from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from pipelex_server.store.transactions import attach_sqlite_thread, is_file_database
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
@@ -23,19 +25,22 @@ def make_engine(url: str, *, connect_args: dict[str, Any] | None = None) -> Asyn
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30, **(connect_args or {})})
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.close()
-
+        sqlite_args = {"timeout": 30, **(connect_args or {})}
+        engine = create_async_engine(url, connect_args=sqlite_args)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        if is_file_database(parsed):
+            attach_sqlite_thread(engine, sqlite_args, _sqlite_pragmas)  # the hot paths' transactions in one hop each
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, connect_args=connect_args or {})
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
 
 
 @functools.cache

@@ -8,11 +8,13 @@ produces are written in one transaction. Runs are keyed by their server-wide ``i
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -28,6 +30,7 @@ from pipelex_server.store.tables import (
     run_events,
     runs,
 )
+from pipelex_server.store.transactions import transact
 
 
 class ActiveRunLimit(Exception):
@@ -36,6 +39,34 @@ class ActiveRunLimit(Exception):
 
 # PostgreSQL advisory-lock namespace that serializes one caller's run insertions (its key's other half is the caller)
 _ACTIVE_LOCK = 727275
+
+# The hot paths' statements, built once: a prebuilt statement keeps its cache key (SQLAlchemy memoizes it on the
+# object), so executing it finds its compiled form without building and hashing a new construct each time.
+_LOCK_CALLER = sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(:caller))")
+_INSERT_RUN = sa.insert(runs)
+_INSERT_EVENTS = sa.insert(run_events)
+_INSERT_DELIVERIES = sa.insert(deliveries)
+_RUN_COLUMNS = frozenset(runs.c.keys())
+
+
+def _state_among(states: Sequence[str]) -> sa.ColumnElement[bool]:
+    # equalities rather than IN: an IN's list is an "expanding" parameter, rendered into the SQL again at each execution
+    return sa.or_(*(runs.c.state == state for state in states))
+
+
+_COUNT_ACTIVE = (
+    sa.select(sa.func.count()).select_from(runs).where(runs.c.caller_id == sa.bindparam("b_caller"), _state_among(ACTIVE_STATES))
+)
+
+
+@functools.cache
+def _compare_and_set(from_states: tuple[str, ...], on_lease: bool) -> sa.Update:
+    """The state change from ``from_states`` (and from the lease of ``b_lease``) of the run ``b_id``; the columns it
+    sets are the other keys of the parameters it is executed with."""
+    statement = sa.update(runs).where(runs.c.id == sa.bindparam("b_id"), _state_among(from_states))
+    if on_lease:
+        statement = statement.where(runs.c.lease_owner == sa.bindparam("b_lease"))
+    return statement
 
 
 class RunRepository:
@@ -60,27 +91,26 @@ class RunRepository:
         """Insert a new run with its first events and pending deliveries; False when its key, or its caller's public id,
         exists already. With ``max_active``, raises ``ActiveRunLimit`` instead of inserting a caller's run beyond that
         many queued or running ones, counted in the store (so the limit holds across processes)."""
+        caller_id = row["caller_id"]
+        deliveries_rows = [
+            {"run_id": row["id"], "position": index, "url": url, "attempts": 0, "max_attempts": max_attempts}
+            for index, url in enumerate(callback_urls)
+        ]
+
+        def insert(connection: Connection) -> None:
+            if max_active is not None and connection.dialect.name == "postgresql":
+                # one caller's insertions one at a time, so two of them cannot both see room for one more run
+                connection.execute(_LOCK_CALLER, {"space": _ACTIVE_LOCK, "caller": caller_id})
+            # the insert comes first: on SQLite it takes the write lock, so the count below is up to date
+            connection.execute(_INSERT_RUN, row)
+            if max_active is not None and connection.execute(_COUNT_ACTIVE, {"b_caller": caller_id}).scalar_one() > max_active:
+                raise ActiveRunLimit(caller_id)  # rolls the insert back
+            _write_events(connection, row["id"], events)
+            if deliveries_rows:
+                connection.execute(_INSERT_DELIVERIES, deliveries_rows)
+
         try:
-            async with self.engine.begin() as connection:
-                if max_active is not None and connection.dialect.name == "postgresql":
-                    # one caller's insertions one at a time, so two of them cannot both see room for one more run
-                    await connection.execute(
-                        sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(:caller))"),
-                        {"space": _ACTIVE_LOCK, "caller": row["caller_id"]},
-                    )
-                # the insert comes first: on SQLite it takes the write lock, so the count below is up to date
-                await connection.execute(runs.insert(), row)
-                if max_active is not None and await self._count_active(connection, row["caller_id"]) > max_active:
-                    raise ActiveRunLimit(row["caller_id"])  # rolls the insert back
-                await self._insert_events(connection, row["id"], events)
-                if callback_urls:
-                    await connection.execute(
-                        deliveries.insert(),
-                        [
-                            {"run_id": row["id"], "position": index, "url": url, "attempts": 0, "max_attempts": max_attempts}
-                            for index, url in enumerate(callback_urls)
-                        ],
-                    )
+            await transact(self.engine, insert)
         except IntegrityError:
             return False
         return True
@@ -88,12 +118,7 @@ class RunRepository:
     async def count_active(self, caller_id: str) -> int:
         """The caller's runs queued or running (STARTED or RUNNING), in every process."""
         async with self.engine.connect() as connection:
-            return await self._count_active(connection, caller_id)
-
-    @staticmethod
-    async def _count_active(connection: AsyncConnection, caller_id: str) -> int:
-        statement = sa.select(sa.func.count()).select_from(runs).where(runs.c.caller_id == caller_id, runs.c.state.in_(ACTIVE_STATES))
-        return int((await connection.execute(statement)).scalar_one())
+            return int((await connection.execute(_COUNT_ACTIVE, {"b_caller": caller_id})).scalar_one())
 
     async def get(self, run_id: str) -> dict[str, Any] | None:
         async with self.engine.connect() as connection:
@@ -118,15 +143,20 @@ class RunRepository:
         lease_owner: str | None = None,
     ) -> bool:
         """Compare-and-set a run's state; its events land in the same transaction, only if the update did."""
-        statement = sa.update(runs).where(runs.c.id == run_id, runs.c.state.in_(list(from_states)))
+        if unknown := values.keys() - _RUN_COLUMNS:  # as ``.values()`` would: executed parameters that name no column are ignored
+            raise sa.exc.CompileError(f"Unconsumed column names: {', '.join(sorted(unknown))}")
+        statement = _compare_and_set(tuple(from_states), lease_owner is not None)
+        params = {"b_id": run_id, "updated_at": utcnow(), **values}
         if lease_owner is not None:
-            statement = statement.where(runs.c.lease_owner == lease_owner)
-        async with self.engine.begin() as connection:
-            result = await connection.execute(statement.values(updated_at=utcnow(), **values))
-            if not result.rowcount:
+            params["b_lease"] = lease_owner
+
+        def change(connection: Connection) -> bool:
+            if not connection.execute(statement, params).rowcount:
                 return False
-            await self._insert_events(connection, run_id, events)
-        return True
+            _write_events(connection, run_id, events)
+            return True
+
+        return await transact(self.engine, change)
 
     async def update(self, run_id: str, **values: Any) -> None:
         async with self.engine.begin() as connection:
@@ -240,8 +270,7 @@ class RunRepository:
 
     async def append_events(self, run_id: str, events: Sequence[Event]) -> None:
         if events:
-            async with self.engine.begin() as connection:
-                await self._insert_events(connection, run_id, events)
+            await transact(self.engine, lambda connection: _write_events(connection, run_id, events))
 
     async def events_after(self, run_id: str, after_seq: int, limit: int = 500) -> list[Event]:
         async with self.engine.connect() as connection:
@@ -265,7 +294,12 @@ class RunRepository:
     @staticmethod
     async def _insert_events(connection: AsyncConnection, run_id: str, events: Sequence[Event]) -> None:
         if events:
-            await connection.execute(run_events.insert(), [{"run_id": run_id, **event} for event in events])
+            await connection.execute(_INSERT_EVENTS, [{"run_id": run_id, **event} for event in events])
+
+
+def _write_events(connection: Connection, run_id: str, events: Sequence[Event]) -> None:
+    if events:
+        connection.execute(_INSERT_EVENTS, [{"run_id": run_id, **event} for event in events])
 
 
 async def _forget_platform_records(connection: AsyncConnection, removed: Sequence[tuple[str, str, str]]) -> None:
