@@ -157,6 +157,8 @@ class Settings(BaseSettings):
     # loaded-library cache: methods' validated crates by digest (engine/library_cache.py)
     library_cache_size: int = Field(default=256, ge=0)
     library_cache_max_mib: float = Field(default=32.0, ge=0)
+    # loaded libraries kept between successful runs of a cached method, lent to one run at a time (engine/library_pool.py)
+    library_pool_size: int = Field(default=32, ge=0)
     warm_up: bool = True
     # test-only hooks (never set in production): slow the runtime boot down, or make it fail, to test warm-up
     pipelex_server_test_boot_delay_seconds: float = Field(default=0.0, ge=0)

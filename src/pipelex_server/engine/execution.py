@@ -66,8 +66,8 @@ async def _tree_source(stack: contextlib.AsyncExitStack, tree: MethodTreeFiles |
 @contextlib.asynccontextmanager
 async def _cached_library(cache: LibraryCache, arguments: dict[str, Any], tree: MethodTreeFiles | None) -> Any:
     """The call's cache key and the id of a library loaded from the cache (None on a miss or an uncacheable call). On a
-    hit, ``arguments`` run the cached entry pipe from that library instead of loading ``mthds_contents``; the library
-    is torn down at the end of the block if the run did not do it."""
+    hit, ``arguments`` run the cached entry pipe from that library instead of loading ``mthds_contents``; at the end of
+    the block the library goes back to the cache: kept for the next run when the call succeeded, torn down otherwise."""
     plain = not any(arguments[name] for name in ("output_name", "output_multiplicity", "dynamic_output_concept_ref"))
     if tree is None:
         key = cache.key(mthds_contents=arguments["mthds_contents"], pipe_code=arguments["pipe_code"], plain=plain)
@@ -79,19 +79,28 @@ async def _cached_library(cache: LibraryCache, arguments: dict[str, Any], tree: 
     if entry is None:
         yield key, None
         return
+    assert key is not None  # an entry was found under it
     library_id: str | None = None
     try:
-        library_id = await cache.open(entry)
+        library_id = await cache.open(key, entry)
     except Exception:  # never expected: the crate loaded once already; the call loads the method from its text instead
         logger.warning("a cached method failed to load from its crate; loading it from its text", exc_info=True)
     if library_id is None:
         yield key, None
         return
     arguments["pipe_code"], arguments["mthds_contents"] = entry.entry_ref, None
+    reusable = False
     try:
         yield key, library_id
+        reusable = True
+    except _SetupChecked:  # a setup check that passed (the check's way of stopping before the run)
+        reusable = True
+        raise
+    except Exception as exc:
+        reusable = isinstance(exc.__cause__, _SetupChecked) or isinstance(exc.__context__, _SetupChecked)
+        raise
     finally:
-        cache.discard(library_id)
+        cache.release(library_id, reusable=reusable)
 
 
 class _SetupChecked(Exception):
@@ -118,7 +127,9 @@ class Execution:
         self.settings = settings
         self.store = store
         self.fetcher = fetcher
-        self.libraries = LibraryCache(max_entries=settings.library_cache_size, max_mib=settings.library_cache_max_mib)
+        self.libraries = LibraryCache(
+            max_entries=settings.library_cache_size, max_mib=settings.library_cache_max_mib, pool_size=settings.library_pool_size
+        )
 
     def _runner(
         self,

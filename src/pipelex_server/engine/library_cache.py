@@ -6,12 +6,14 @@ The job it builds carries the library's crate (the qualified blueprints the runt
 is kept here, as JSON, under the digest of the method's texts (a tree's digest), the entry pipe asked for and the
 runtime's version. A later run of the same method opens a fresh library of its own, loads the crate into it without
 validating it again (the runtime's ``is_crate_prevalidated``: a crate this very runtime version validated), and runs
-its entry pipe from that library; the runtime tears the library down when the run ends, as it does any run's.
+its entry pipe from that library. When that run succeeds, the library is kept for the next run of the method
+(engine/library_pool.py: one run at a time per library, bounded by LIBRARY_POOL_SIZE); otherwise it is torn down.
 
 Why it is safe:
 
-- every run gets its own library, rebuilt from the JSON text: runs of the same method share no object (each library
-  has its own class registry, so the concept classes of two runs never meet);
+- a library is lent to one run at a time, rebuilt from the JSON text or kept from an earlier successful run of the
+  same method: concurrent runs of a method share no object (each library has its own class registry, so the concept
+  classes of two runs never meet), and the runtime keeps nothing of a run in its library;
 - the key is the digest of everything the load reads (the texts, the entry pipe, the runtime version), and an entry
   is never updated: a changed method is another key, so an entry is never stale;
 - only methods whose runs read nothing beyond the crate are cached: inline bundles without submitted files, and
@@ -27,13 +29,13 @@ recently used first out.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
 from pipelex_server.engine.caches import MIB, ByteLRU
+from pipelex_server.engine.library_pool import LibraryPool
 from pipelex_server.engine.method_tree_files import MethodTreeFiles
 
 MANIFEST_NAME = "METHODS.toml"
@@ -61,8 +63,9 @@ class CachedLibrary:
 class LibraryCache:
     """Crates of methods by digest (see the module docstring); safe to share between runs and threads."""
 
-    def __init__(self, *, max_entries: int, max_mib: float) -> None:
+    def __init__(self, *, max_entries: int, max_mib: float, pool_size: int = 0) -> None:
         self._entries = ByteLRU(max_bytes=int(max_mib * MIB), max_entries=max_entries)
+        self.pool = LibraryPool(max_idle=pool_size if self._entries.enabled else 0)
         self._version = _runtime_version()
         self.hits = 0
         self.misses = 0
@@ -80,6 +83,7 @@ class LibraryCache:
 
     def clear(self) -> None:
         self._entries.clear()
+        self.pool.clear()
 
     def key(self, *, mthds_contents: list[str] | None, pipe_code: str | None, plain: bool) -> str | None:
         """The cache key of a call, or None when the call is not cacheable (``plain`` is False for a call with a
@@ -136,10 +140,13 @@ class LibraryCache:
         entry = CachedLibrary(crate_json=crate.model_dump_json(), entry_ref=pipe_job.pipe.pipe_ref)
         self._entries.put(key, entry, len(entry.crate_json) + len(entry.entry_ref))
 
-    @staticmethod
-    async def open(entry: CachedLibrary) -> str:
-        """A fresh library loaded from the entry's crate (in the runtime's method-load threads, off the event loop);
-        returns its id. The run that is given this id tears it down; ``discard`` it when no run was started."""
+    async def open(self, key: str, entry: CachedLibrary) -> str:
+        """A library of the entry's method lent to one run: an idle one the pool kept from an earlier run of it, or a
+        fresh one loaded from the crate (in the runtime's method-load threads, off the event loop). Returns its id;
+        ``release`` it when the run (or check) it was lent to is over."""
+        reused = self.pool.take(key)
+        if reused is not None:
+            return reused
         from pipelex.interpreter_hub import get_library_manager
         from pipelex.libraries.method_load_threads import run_method_load
 
@@ -148,17 +155,15 @@ class LibraryCache:
         try:
             await run_method_load(_load_crate, library_id, entry.crate_json)
         except BaseException:
-            LibraryCache.discard(library_id)
+            self.pool.give_back(library_id, reusable=False)
             raise
+        self.pool.lend(key, library_id)
         return library_id
 
-    @staticmethod
-    def discard(library_id: str) -> None:
-        """Tear down a library ``open`` made, unless the run it was given already did (its usual end)."""
-        from pipelex.interpreter_hub import get_library_manager
-
-        with contextlib.suppress(Exception):  # LibraryError: already torn down by the run
-            get_library_manager().teardown(library_id=library_id)
+    def release(self, library_id: str, *, reusable: bool) -> None:
+        """The run a library was lent to is over: kept for the next run of its method when ``reusable`` (the run
+        succeeded) and the pool has room, torn down otherwise (engine/library_pool.py)."""
+        self.pool.give_back(library_id, reusable=reusable)
 
 
 def _load_crate(library_id: str, crate_json: str) -> None:

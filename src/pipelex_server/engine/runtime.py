@@ -109,6 +109,7 @@ class Engine:
         if not self._acquired:
             return
         self._acquired = False
+        self.execution.libraries.pool.clear()  # the libraries kept for later runs go with this app
         release_runtime()
 
     async def wait_ready(self, timeout: float | None = None) -> None:
