@@ -17,6 +17,7 @@ so a changed method never meets an old library. Bounded: at most LIBRARY_POOL_SI
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -118,7 +119,5 @@ class LibraryPool:
             from pipelex.interpreter_hub import get_library_manager
 
             real = get_library_manager().teardown
-        try:
+        with contextlib.suppress(Exception):  # already gone (LibraryError): nothing to free
             real(library_id=library_id)
-        except Exception:  # already gone (LibraryError): nothing to free
-            pass
