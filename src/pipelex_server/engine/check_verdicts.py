@@ -62,14 +62,7 @@ class CheckVerdicts:
         tree: MethodTreeFiles | None,
     ) -> str | None:
         """The key of a check, or None when its verdict may depend on more than the key (then it is never kept)."""
-        if not plain:
-            return None
-        if tree is None:
-            method = self.libraries.key(mthds_contents=mthds_contents, pipe_code=pipe_code, plain=True)
-        elif not mthds_contents:
-            method = self.libraries.tree_key(tree, pipe_code=pipe_code)
-        else:
-            method = None  # a tree beside bundles: files the runtime may read
+        method = self.libraries.call_key(mthds_contents=mthds_contents, pipe_code=pipe_code, plain=plain, tree=tree)
         if method is None or url_count(inputs) or _reaches_out(inputs or {}):
             return None
         try:

@@ -69,12 +69,7 @@ async def _cached_library(cache: LibraryCache, arguments: dict[str, Any], tree: 
     hit, ``arguments`` run the cached entry pipe from that library instead of loading ``mthds_contents``; at the end of
     the block the library goes back to the cache: kept for the next run when the call succeeded, torn down otherwise."""
     plain = not any(arguments[name] for name in ("output_name", "output_multiplicity", "dynamic_output_concept_ref"))
-    if tree is None:
-        key = cache.key(mthds_contents=arguments["mthds_contents"], pipe_code=arguments["pipe_code"], plain=plain)
-    elif plain and not arguments["mthds_contents"]:  # a method tree (a tree beside bundles holds their resources)
-        key = cache.tree_key(tree, pipe_code=arguments["pipe_code"])
-    else:
-        key = None
+    key = cache.call_key(mthds_contents=arguments["mthds_contents"], pipe_code=arguments["pipe_code"], plain=plain, tree=tree)
     entry = cache.get(key)
     if entry is None:
         yield key, None

@@ -120,6 +120,15 @@ class LibraryCache:
                 return None
         return self._digest("tree", tree.digest, pipe_code or "")
 
+    def call_key(self, *, mthds_contents: list[str] | None, pipe_code: str | None, plain: bool, tree: MethodTreeFiles | None) -> str | None:
+        """The cache key of a call: inline bundles by ``key``, a method tree by ``tree_key``; None for a tree sent beside
+        bundles (the files their steps read) and for a call that is not ``plain`` (output overrides)."""
+        if tree is None:
+            return self.key(mthds_contents=mthds_contents, pipe_code=pipe_code, plain=plain)
+        if plain and not mthds_contents:
+            return self.tree_key(tree, pipe_code=pipe_code)
+        return None
+
     def get(self, key: str | None) -> CachedLibrary | None:
         if key is None:
             return None
