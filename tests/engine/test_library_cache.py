@@ -37,10 +37,11 @@ def _open_libraries(engine: Any) -> int:
     """Libraries the runtime holds beyond the idle ones the pool keeps for later runs (engine/library_pool.py)."""
     from pipelex.interpreter_hub import get_library_manager
 
+    from pipelex_server.engine.library_pool import idle_library_ids
+
     held = get_library_manager()._libraries  # type: ignore[attr-defined]
-    idle = list(engine.execution.libraries.pool._idle)
-    assert all(library_id in held for library_id in idle)
-    return len(held) - len(idle)
+    assert all(library_id in held for library_id in engine.execution.libraries.pool._idle)
+    return len(set(held) - idle_library_ids())  # idle in this app's pool or in a pool of an earlier app
 
 
 @pytest.fixture

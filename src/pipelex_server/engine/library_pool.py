@@ -19,10 +19,17 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import weakref
 from collections import OrderedDict
 from typing import Any
 
 PER_KEY = 4
+_POOLS: weakref.WeakSet[LibraryPool] = weakref.WeakSet()
+
+
+def idle_library_ids() -> set[str]:
+    """The libraries every live pool of this process keeps idle (the runtime holds them; no run uses them)."""
+    return {library_id for pool in list(_POOLS) for library_id in list(pool._idle)}
 
 
 class LibraryPool:
@@ -36,6 +43,7 @@ class LibraryPool:
         self._manager: Any = None
         self._real_teardown: Any = None
         self.reused = 0
+        _POOLS.add(self)
 
     @property
     def enabled(self) -> bool:
