@@ -101,12 +101,15 @@ export class CatalogPanel {
 
   async search() {
     this.listed = true;
+    // searches may overlap (opening the catalog lists everything while a query is typed): only the latest one shows
+    const ticket = (this.searches = (this.searches || 0) + 1);
     const list = this.$("catalog-list");
     const q = this.$("catalog-search").value.trim();
     clear(list, el("li", { class: "muted", text: "Searching…" }));
     const query = new URLSearchParams({ limit: "50" });
     if (q) query.set("q", q);
     const result = await call("GET", `/v1/methods?${query}`);
+    if (ticket !== this.searches) return;
     if (!result.ok) {
       clear(list, el("li", { class: "bad", text: describeProblem(result) }));
       return;
