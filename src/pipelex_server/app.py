@@ -15,6 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pipelex_server.api.ack_window import AckWindowMiddleware
 from pipelex_server.api.blob_body_limit import BodyLimitExceptBlobUploads
 from pipelex_server.api.local_guard import LocalSafetyMiddleware, allowed_host_names
 from pipelex_server.api.middleware import RequestIdMiddleware
@@ -52,6 +53,9 @@ from pipelex_server.settings import AuthMode, Settings
 from pipelex_server.version import __version__
 
 logger = logging.getLogger(__name__)
+
+# the routes that acknowledge a background run (runs/priority.py: the runs not begun yet let these go first)
+START_PATHS = frozenset({"/api/v1/pipeline/start", "/v1/start"})
 
 
 def _problem_response(problem: ApiProblem, request: Request) -> JSONResponse:
@@ -163,6 +167,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             hosts=allowed_host_names(settings.allowed_hosts, settings.host),
             origins=settings.cors_allow_origins,
         )
+    app.add_middleware(AckWindowMiddleware, paths=START_PATHS)  # a /start ack counts from its arrival (runs/priority.py)
     app.add_middleware(RequestIdMiddleware)
     if settings.metrics_enabled:
         app.add_middleware(HttpMetricsMiddleware)  # outermost: every answer counts, a refusal by the guards too

@@ -291,7 +291,7 @@ def build_run_service(settings: Settings, *, database: AsyncEngine, engine: Engi
         RunLifecycle, repository=repository, events=events, instance_id=instance_id, lease_seconds=settings.lease_seconds
     )
     executor: Executor
-    acks = AckPriority(settings.ack_priority_max_wait_seconds)
+    acks = AckPriority(settings.ack_priority_max_wait_seconds, settings.ack_priority_settle_ms / 1000)
     if settings.is_temporal:
         from pipelex_server.temporal.executor import TemporalExecutor, workflow_delivers_callbacks
 

@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     max_concurrent_runs: int = Field(default=64, ge=1)
     # in-process: a run not started yet waits up to this long while /start acks are pending (runs/priority.py); 0: never
     ack_priority_max_wait_seconds: float = Field(default=1.0, ge=0)
+    # ... and goes only once no ack has been pending for this long (one client's back-to-back starts)
+    ack_priority_settle_ms: float = Field(default=5.0, ge=0, le=1000)
     run_timeout_seconds: float = Field(default=3600.0, gt=0)
     max_active_runs_per_caller: int = Field(default=256, ge=1)
     sse_max_streams_per_caller: int = Field(default=256, ge=1)  # one per run a caller may have active

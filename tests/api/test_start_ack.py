@@ -5,7 +5,9 @@ verdict, and concurrent starts of one and of many methods each get their own out
 from __future__ import annotations
 
 import asyncio
+import json
 
+from pipelex_server.app import START_PATHS
 from pipelex_server.engine.check_verdicts import CheckVerdicts
 from pipelex_server.engine.library_cache import LibraryCache
 from pipelex_server.runs.priority import AckPriority
@@ -111,3 +113,49 @@ async def test_runs_not_started_yet_wait_for_pending_acks_and_never_longer_than_
     off = AckPriority(max_wait_seconds=0)
     with off.acknowledging():
         await off.yield_to_acks()
+
+
+async def test_waiting_runs_go_only_once_no_ack_has_been_pending_for_the_settle_window():
+    acks = AckPriority(max_wait_seconds=60, settle_seconds=60)
+    with acks.acknowledging():
+        waiting = asyncio.create_task(acks.yield_to_acks())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not waiting.done()  # no ack pending, but the window has not passed: a back-to-back start may come
+    acks.settle_seconds = 0.001
+    with acks.acknowledging():  # the next start arrived within the window: it goes first, and re-arms the window
+        await asyncio.sleep(0)
+        assert not waiting.done()
+    await waiting  # then quiet for the (now short) window: the run goes
+    stale = AckPriority(max_wait_seconds=60, settle_seconds=0.001)
+    with stale.acknowledging():
+        pass
+    with stale.acknowledging():  # began before the first window's timer fired: that timer must not release runs
+        await asyncio.sleep(0.01)
+        assert not stale._settled.is_set()
+    await stale.yield_to_acks()
+
+
+async def test_a_start_counts_as_an_ack_from_its_arrival_before_its_body_is_read(make_app, stub):
+    app = await make_app()
+    acks = app.services.runs.acks
+    seen: list[int] = []
+    body = json.dumps(_seed(f"TOKEN-window {SEED_TEXT}")).encode()
+
+    async def chunks():
+        yield body[:10]
+        seen.append(acks.pending)  # the app asked for the rest of the body: the request is in the app
+        yield body[10:]
+
+    response = await app.client.post(START, content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 202, response.text
+    assert seen == [1] and acks.pending == 0
+    run = await wait_for_end(app.client, response.json()["pipeline_run_id"])
+    assert main_content(run)["text"].endswith("[TOKEN-window]")
+    # other routes are not acks
+    seen.clear()
+    validate = await app.client.post("/api/v1/validate", content=chunks(), headers={"content-type": "application/json"})
+    assert validate.status_code in (200, 422) and seen == [0]
+    # the middleware's paths are the app's acknowledging routes
+    posts = {path for path, operations in app.app.openapi()["paths"].items() if "post" in operations}
+    assert START_PATHS <= posts
