@@ -248,7 +248,8 @@ async def build_services(settings: Settings) -> Services:
 
 
 def build_method_source(settings: Settings) -> MethodSource:
-    """`method_ref`'s resolver: git under METHOD_FETCH_TIMEOUT_SECONDS, the commit cache and its bounds, the tree limits."""
+    """`method_ref`'s resolver: git under METHOD_FETCH_TIMEOUT_SECONDS, the commit cache and its bounds, the tree and
+    request limits (the packages it ships are dependency trees)."""
     cache = MethodCache(
         settings.resolved_method_cache_dir,
         git=Git(),
@@ -262,6 +263,8 @@ def build_method_source(settings: Settings) -> MethodSource:
         max_files=settings.max_method_tree_files,
         max_file_bytes=settings.max_method_tree_file_bytes,
         max_total_bytes=settings.max_method_tree_total_bytes,
+        max_dependencies=settings.max_method_dependencies,
+        max_request_total_bytes=settings.max_method_request_total_kib * 1024,
     )
 
 

@@ -125,7 +125,8 @@ async def test_a_method_that_does_not_resolve_is_a_200_invalid_verdict_naming_th
     [
         ({}, 422, "request.invalid", "files"),
         ({"files": FILES, "mthds_contents": [SEED_BUNDLE]}, 422, "request.invalid", "files"),
-        ({"method_ref": "github.com/acme/methods@v1"}, 422, "request.unsupported", "method_ref"),
+        ({"method_ref": "github.com/acme/methods@v1", "files": FILES}, 422, "request.invalid", "method_ref"),
+        ({"files": FILES, "read_scope": "someone-else"}, 422, "request.unsupported", "read_scope"),
         ({"mthds_contents": [SEED_BUNDLE], "dependencies": {"github.com/acme/dep": FILES}}, 422, "request.invalid", "dependencies"),
         ({"files": "hello"}, 422, "request.invalid", None),
         ({"files": {"../escape.mthds": SEED_BUNDLE}}, 422, "security.input_path_refused", None),
@@ -136,7 +137,8 @@ async def test_a_method_that_does_not_resolve_is_a_200_invalid_verdict_naming_th
     ids=[
         "no-source",
         "both-sources",
-        "method-ref",
+        "method-ref-beside-files",
+        "read-scope",
         "dependencies-without-files",
         "files-not-a-map",
         "path-escape",

@@ -33,7 +33,8 @@ DEPENDENCIES_DESCRIPTION = (
 METHOD_REF_MAX = 1024
 METHOD_REF_DESCRIPTION = (
     "A published method package, fetched with git: github.com/<owner>/<repo>[/<selector>][@<tag>] (in place of files, "
-    "bundle_b64 and mthds_contents). The answer's method_provenance names the commit that ran."
+    "bundle_b64 and mthds_contents); the packages it ships under .mthds/methods/ are its dependencies. The answer's "
+    "method_provenance names the commit that ran."
 )
 
 

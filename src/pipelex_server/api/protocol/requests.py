@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipelex_server.api.body_guard import GuardedBody, check_bundle_text, refuse_nul
 from pipelex_server.api.protocol.method_ids import method_fields
 from pipelex_server.api.schemas import FILES_DESCRIPTION, MAX_CALLBACK_URLS, RUN_ID_PATTERN, MethodSourceFields
+from pipelex_server.engine.method_bundle import VENDORED_METHODS_PREFIX
+from pipelex_server.engine.method_sources import add_dependency, check_request_total, dependency_address, under_root
 from pipelex_server.engine.method_tree_files import MethodTreeFiles, check_manifest, files_document, shown
 from pipelex_server.errors import ApiProblem
 from pipelex_server.runs.model import Caller, RunRequest
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 TOML_SUFFIXES = (".mthds", ".toml")  # files TOML parsers read: their nesting is bounded like inline bundles
 MAX_BUNDLE_FILES = 64
 MAX_BUNDLE_CHARS = 4 * 1024 * 1024
+METHOD_REF_FIELD = "method_ref"
 
 
 class ProtocolRunRequest(GuardedBody, MethodSourceFields):
@@ -132,23 +135,47 @@ def _method_ref_of(body: bytes) -> str | None:
     return value if isinstance(value, str) else None
 
 
-async def read_method_ref(request: Request, engine: Engine) -> MethodTreeFiles | None:
-    """The package a body's `method_ref` names, fetched with git (methods/), as a method tree; None without one."""
-    method_ref = _method_ref_of(await request.body())
-    if method_ref is None:
-        return None
-    fetched = await request.app.state.services.methods.fetch(method_ref)
-    check_manifest(fetched.contents)
-    for path, data in fetched.contents.items():
+def _check_fetched(contents: dict[str, bytes], *, root: str = "") -> None:
+    """A fetched tree's manifest is valid and the files a TOML parser reads are held to the inline bundles' text guards,
+    each refusal naming the file by its path in the package (``root`` + its tree path)."""
+    try:
+        check_manifest(contents, METHOD_REF_FIELD)
+    except ApiProblem as problem:
+        raise (under_root(problem, root) if root else problem) from problem.__cause__
+    for path, data in contents.items():
         if path.endswith(TOML_SUFFIXES):
             try:
                 text = data.decode("utf-8")
             except UnicodeDecodeError:
                 continue
-            refuse_nul(text, ["body", "method_ref", shown(path)])
-            check_bundle_text(text, ["body", "method_ref", shown(path)])
+            refuse_nul(text, ["body", METHOD_REF_FIELD, shown(root + path)])
+            check_bundle_text(text, ["body", METHOD_REF_FIELD, shown(root + path)])
+
+
+async def read_method_ref(request: Request, engine: Engine) -> MethodTreeFiles | None:
+    """The package a body's `method_ref` names, fetched with git (methods/), as a method tree; None without one. Each
+    package it ships under `.mthds/methods/<name>/` is a dependency tree keyed by the address its manifest declares,
+    under the request limits, as a `bundle_b64` archive's are."""
+    method_ref = _method_ref_of(await request.body())
+    if method_ref is None:
+        return None
+    fetched = await request.app.state.services.methods.fetch(method_ref)
+    _check_fetched(fetched.contents)
+    dependencies: dict[str, MethodTreeFiles] = {}
+    for name, contents in fetched.packages.items():
+        root = f"{VENDORED_METHODS_PREFIX}{name}/"
+        _check_fetched(contents, root=root)
+        package = MethodTreeFiles.of(contents)
+        address = dependency_address(package, fallback_name=name, field=METHOD_REF_FIELD, root=root)
+        add_dependency(dependencies, address, package, field=METHOD_REF_FIELD, root=root)
     tree = MethodTreeFiles.of(fetched.contents)
-    return FetchedTreeFiles(contents=tree.contents, digest=tree.digest, hashes=tree.hashes, provenance=dict(fetched.provenance))
+    # the provenance's tree_digest is the package's own tree's, as the official server records it: the commit pins
+    # the shipped packages, and the stored request names each dependency tree's files by hash
+    method = FetchedTreeFiles(
+        contents=tree.contents, digest=tree.digest, hashes=tree.hashes, dependencies=dependencies, provenance=dict(fetched.provenance)
+    )
+    check_request_total(method, engine.source_limits, field=METHOD_REF_FIELD)
+    return method
 
 
 def method_provenance(tree: MethodTreeFiles | None) -> dict[str, Any] | None:

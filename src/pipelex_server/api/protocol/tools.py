@@ -1,7 +1,8 @@
 """The crate and tool routes' wire shapes: request bodies, the method they send read into a tree, and the answers.
 
 `/v1/resolve`, `/v1/pipe-io` and `/v1/codegen` take a method as `files` (its tree, with its `dependencies` and
-`resources`, read as the run routes read them) or, our extension, as `mthds_contents`; `/v1/lint` and `/v1/format` take one `.mthds` text. The answers are the
+`resources`, read as the run routes read them), as `method_ref` (a published package, fetched as the run routes fetch
+it, its shipped packages its dependencies) or, our extension, as `mthds_contents`; `/v1/lint` and `/v1/format` take one `.mthds` text. The answers are the
 official server's (`pipelex-api` 0.92.2): a 200 verdict discriminated on `is_valid` for the crate routes.
 """
 
@@ -15,7 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pipelex_server.api.body_guard import GuardedBody, check_bundle_text
 from pipelex_server.api.protocol.requests import MAX_BUNDLE_CHARS, MAX_BUNDLE_FILES
 from pipelex_server.api.protocol.sources import read_source
-from pipelex_server.api.schemas import DEPENDENCIES_DESCRIPTION, FILES_DESCRIPTION, RESOURCES_DESCRIPTION
+from pipelex_server.api.schemas import (
+    DEPENDENCIES_DESCRIPTION,
+    FILES_DESCRIPTION,
+    METHOD_REF_DESCRIPTION,
+    METHOD_REF_MAX,
+    RESOURCES_DESCRIPTION,
+)
 from pipelex_server.engine.method_tree_files import MethodTreeFiles
 from pipelex_server.errors import ApiProblem
 from pipelex_server.runs.model import Caller
@@ -26,18 +33,19 @@ if TYPE_CHECKING:
 MAX_TOOL_CONTENT_BYTES = 1024 * 1024  # one `.mthds` text for lint or format (the official server's MAX_MTHDS_FILE_KIB)
 MAX_PIPE_REF_CHARS = 256
 # Method selectors the official server also takes, which this server does not serve on these routes (yet).
-UNSERVED_SELECTORS = ("method_ref", "read_scope")  # method_id names a catalog method (api/protocol/method_ids.py)
+UNSERVED_SELECTORS = ("read_scope",)  # method_id names a catalog method (api/protocol/method_ids.py)
 
 # ------------------------------------------------------------------------------------------------------------ bodies
 
 
 class CrateBody(GuardedBody):
-    """Body of `/v1/resolve`: the method, as `files` or as `mthds_contents`. Unknown members are ignored, as the
+    """Body of `/v1/resolve`: the method, as `files`, `method_ref` or `mthds_contents`. Unknown members are ignored, as the
     official server ignores them; a method selector this server does not serve is refused by name."""
 
     model_config = ConfigDict(extra="allow")
 
     files: dict[str, Any] | None = Field(default=None, description=FILES_DESCRIPTION)
+    method_ref: str | None = Field(default=None, min_length=1, max_length=METHOD_REF_MAX, description=METHOD_REF_DESCRIPTION)
     dependencies: dict[str, Any] | None = Field(default=None, description=DEPENDENCIES_DESCRIPTION)
     resources: dict[str, Any] | None = Field(default=None, description=RESOURCES_DESCRIPTION)
     mthds_contents: list[Annotated[str, Field(max_length=MAX_BUNDLE_CHARS)]] | None = Field(
@@ -111,7 +119,8 @@ def refuse_unserved_selectors(body: BaseModel) -> None:
 async def method_of(request: Request, engine: Engine, caller: Caller, body: CrateBody) -> MethodTreeFiles:
     """The method a crate route's body sends, as one tree, read as the run routes read it (`api/protocol/sources.py`):
     `files` with its `dependencies` and `resources` (hash entries from the caller's blobs, the tree limits, every refusal
-    a 4xx naming the field or file), or the `mthds_contents` bundles (with their `resources`) as one tree."""
+    a 4xx naming the field or file), the package `method_ref` fetches (with the packages it ships), or the
+    `mthds_contents` bundles (with their `resources`) as one tree."""
     refuse_unserved_selectors(body)
     tree = await read_source(request, engine, caller, body, validating=True)
     if tree is not None:
@@ -120,7 +129,7 @@ async def method_of(request: Request, engine: Engine, caller: Caller, body: Crat
         raise ApiProblem(
             status=422,
             code="request.invalid",
-            detail="Send the method as files (its tree).",
+            detail="Send the method as files (its tree) or method_ref (a published package).",
             params={"field": "files"},
             location={"path": ["body", "files"]},
         )
