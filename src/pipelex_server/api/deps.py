@@ -13,7 +13,8 @@ from pipelex_server.composition import Services
 from pipelex_server.runs.model import Caller
 
 
-def get_services(request: Request) -> Services:
+# async: FastAPI runs a plain-def dependency in its thread pool, a thread hand-off per request for an attribute read
+async def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
@@ -58,7 +59,7 @@ async def get_account_caller(request: Request, identity: Annotated[Identity, Dep
     return Caller(id=named[0])
 
 
-def get_request_id(request: Request) -> str:
+async def get_request_id(request: Request) -> str:  # async: see get_services
     return request.scope["state"]["request_id"]
 
 

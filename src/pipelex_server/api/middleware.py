@@ -68,7 +68,7 @@ class BodySizeLimitMiddleware:
             return
         is_upload = self.upload_path is not None and scope["path"].rstrip("/") == self.upload_path
         limit = self.upload_max_bytes if is_upload else self.max_bytes
-        problem = self._problem(limit, "UPLOAD_MAX_MIB" if is_upload else "MAX_REQUEST_BODY_MIB")
+        setting = "UPLOAD_MAX_MIB" if is_upload else "MAX_REQUEST_BODY_MIB"  # the problem is built only when answered
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -76,7 +76,7 @@ class BodySizeLimitMiddleware:
                 except ValueError:
                     declared = 0
                 if declared > limit:
-                    await send_problem(scope, send, problem)
+                    await send_problem(scope, send, self._problem(limit, setting))
                     return
                 break
 
@@ -100,7 +100,7 @@ class BodySizeLimitMiddleware:
             if exceeded:
                 if not replaced and message["type"] == "http.response.start":
                     replaced = True
-                    await send_problem(scope, send, problem)
+                    await send_problem(scope, send, self._problem(limit, setting))
                 return
             await send(message)
 
@@ -108,7 +108,7 @@ class BodySizeLimitMiddleware:
             await self.app(scope, limited_receive, guarded_send)
         except _TooLarge:
             if not replaced:
-                await send_problem(scope, send, problem)
+                await send_problem(scope, send, self._problem(limit, setting))
 
 
 class _TooLarge(Exception):

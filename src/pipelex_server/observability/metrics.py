@@ -145,6 +145,19 @@ _providers = _BoundedValues(limit=50)
 _pipe_types = _BoundedValues(limit=50)
 
 
+_children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+
+def _child(family: Any, *values: str) -> Any:
+    """``family.labels(*values)``, remembered: prometheus_client checks and locks on every ``labels`` call, and the
+    label values are bounded, so the children a process uses are few."""
+    key = (family, values)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = family.labels(*values)
+    return child
+
+
 def _guarded(what: str, action: Any, *args: Any) -> None:
     if not _enabled:
         return
@@ -160,14 +173,14 @@ def _guarded(what: str, action: Any, *args: Any) -> None:
 def http_request(method: str, route: str, status: int, seconds: float) -> None:
     def act() -> None:
         found = families()
-        found.http_requests.labels(method, route, str(status)).inc()
-        found.http_duration.labels(method, route).observe(seconds)
+        _child(found.http_requests, method, route, str(status)).inc()
+        _child(found.http_duration, method, route).observe(seconds)
 
     _guarded("http_request", act)
 
 
 def run_started(pipe_code: str | None) -> None:
-    _guarded("run_started", lambda: families().runs_started.labels(_pipe_codes(pipe_code)).inc())
+    _guarded("run_started", lambda: _child(families().runs_started, _pipe_codes(pipe_code)).inc())
 
 
 def run_finished(row: dict[str, Any], state: str, finished_at: Any = None) -> None:
@@ -175,10 +188,10 @@ def run_finished(row: dict[str, Any], state: str, finished_at: Any = None) -> No
 
     def act() -> None:
         found = families()
-        found.runs_finished.labels(state, _pipe_codes(row.get("pipe_code"))).inc()
+        _child(found.runs_finished, state, _pipe_codes(row.get("pipe_code"))).inc()
         begun = row.get("started_at") or row.get("created_at")
         if begun is not None and finished_at is not None:
-            found.run_duration.labels(state).observe(max((finished_at - begun).total_seconds(), 0.0))
+            _child(found.run_duration, state).observe(max((finished_at - begun).total_seconds(), 0.0))
 
     _guarded("run_finished", act)
 
@@ -191,12 +204,12 @@ def llm_call(*, provider: str | None, model: str | None, tokens: dict[str, int],
     def act() -> None:
         found = families()
         labels = (_providers(provider), _models(model))
-        found.llm_calls.labels(*labels).inc()
+        _child(found.llm_calls, *labels).inc()
         for direction in ("input", "output"):
             if tokens.get(direction):
-                found.llm_tokens.labels(*labels, direction).inc(tokens[direction])
+                _child(found.llm_tokens, *labels, direction).inc(tokens[direction])
         if cost:
-            found.llm_cost.labels(*labels).inc(cost)
+            _child(found.llm_cost, *labels).inc(cost)
 
     _guarded("llm_call", act)
 
@@ -234,7 +247,7 @@ class PipeClock:
         began = self._started.pop(id(job), None)
         if began is not None:
             seconds = time.perf_counter() - began
-            _guarded("pipe", lambda: families().pipe_duration.labels(_pipe_types(pipe_type), outcome).observe(seconds))
+            _guarded("pipe", lambda: _child(families().pipe_duration, _pipe_types(pipe_type), outcome).observe(seconds))
 
 
 # ---------------------------------------------------------------- exposition

@@ -53,12 +53,13 @@ class SqliteThread:
             return asyncio.get_running_loop().run_in_executor(self._executor, work)
 
     async def run(self, body: Callable[[Connection], T]) -> T:
-        abandoned = threading.Event()
+        # a plain flag, not a threading.Event (a Condition and a lock built per transaction): only one thread writes it
+        abandoned = [False]
 
         def whole() -> T:
             with self.engine.begin() as connection:
                 result = body(connection)
-                if abandoned.is_set():
+                if abandoned[0]:
                     raise _Abandoned
             return result
 
@@ -66,7 +67,7 @@ class SqliteThread:
             return await self._submit(whole)
         except asyncio.CancelledError:
             # a body not started yet never runs; one running rolls back, unless it already reached its commit
-            abandoned.set()
+            abandoned[0] = True
             raise
 
     def close(self) -> None:
