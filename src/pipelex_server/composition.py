@@ -14,10 +14,9 @@ import ssl
 import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipelex_server.blob_signing import UploadSigner
 from pipelex_server.blob_uploads import BlobService
@@ -63,6 +62,9 @@ from pipelex_server.store.runs import RunRepository
 from pipelex_server.store.uploads import UploadRepository
 from pipelex_server.store.usage import UsageRepository
 from pipelex_server.uploads import UploadService
+
+if TYPE_CHECKING:  # the store imports it first (store/async_engine.py: the engine without the ORM)
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 logger = logging.getLogger(__name__)
 

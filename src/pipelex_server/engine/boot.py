@@ -69,6 +69,7 @@ def acquire_runtime(settings: Settings, plan: InferencePlan) -> None:
         from pipelex.pipelex import Pipelex
         from pipelex.system.runtime import IntegrationMode
 
+        from pipelex_server.engine.class_discovery import install_class_discovery
         from pipelex_server.engine.storage import PROVIDER, install_input_hook
         from pipelex_server.engine.templates import install_template_cache
 
@@ -91,6 +92,7 @@ def acquire_runtime(settings: Settings, plan: InferencePlan) -> None:
         )
         install_template_cache(int(settings.template_cache_max_mib * MIB))
         install_input_hook()
+        install_class_discovery()
         _STATE.plan = plan
         _STATE.booted = True
         _STATE.refs = 1

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-
-from sqlalchemy.ext.asyncio import AsyncEngine
+from typing import TYPE_CHECKING
 
 from pipelex_server.errors import ConfigurationError
 from pipelex_server.files.links import LinkSigner
@@ -18,6 +17,9 @@ from pipelex_server.store.files import FileRepository
 from pipelex_server.store.run_history import RunHistoryRepository
 from pipelex_server.store.runs import RunRepository
 from pipelex_server.uploads import UploadService
+
+if TYPE_CHECKING:  # the store imports it first (store/async_engine.py: the engine without the ORM)
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 logger = logging.getLogger(__name__)
 

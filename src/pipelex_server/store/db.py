@@ -15,6 +15,7 @@ from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from pipelex_server.store.fresh_schema import create_fresh_sqlite
 from pipelex_server.store.transactions import attach_sqlite_thread, is_file_database
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -70,7 +71,7 @@ def _at_head(connection: Connection) -> bool:
 
 
 def _upgrade(connection: Connection) -> None:
-    if _at_head(connection):
+    if _at_head(connection) or create_fresh_sqlite(connection, head_revision()):
         return
     from alembic import command
     from alembic.config import Config
