@@ -1,7 +1,7 @@
 """What a boot does not pay for: the default configuration's server imports none of the optional stacks (Temporal, S3
 SDKs, the OpenTelemetry SDK and exporters, Alembic, PostgreSQL drivers) nor the runtime before its background boot;
-the `keys` command's parser imports no store; the collector is off from a booting command's start to the runtime's
-warm end; the problem responses reference one schema the document holds."""
+a new SQLite store is created without Alembic; the `keys` command's parser imports no store; the collector is off from
+a booting command's start to the runtime's warm end; the problem responses reference one schema the document holds."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ NOT_AT_BOOT = (
     "botocore",
     "aiobotocore",
     "alembic",
+    "sqlalchemy.orm",  # the store uses the async engine alone (store/async_engine.py)
     "asyncpg",
     "psycopg",
     "opentelemetry.sdk",
@@ -56,6 +57,22 @@ def test_the_default_app_imports_no_optional_stack_and_not_the_runtime():
     modules = _modules_after(PROBE)
     assert "fastapi" in modules and "pipelex_server.app" in modules  # the probe did import the app
     assert [name for name in NOT_AT_BOOT if _loaded(modules, name)] == []
+
+
+def test_a_new_sqlite_store_is_created_without_importing_alembic(tmp_path):
+    code = (
+        "import asyncio, json, sys\n"
+        "from pipelex_server.store.db import make_engine, migrate\n"
+        "async def main():\n"
+        f"    engine = make_engine('sqlite+aiosqlite:///{tmp_path / 'new.sqlite3'}')\n"
+        "    await migrate(engine)\n"
+        "    await engine.dispose()\n"
+        "asyncio.run(main())\n"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    modules = _modules_after(code)
+    assert "pipelex_server.store.db" in modules
+    assert not _loaded(modules, "alembic") and not _loaded(modules, "mako")
 
 
 def test_the_command_line_parser_imports_no_store():
