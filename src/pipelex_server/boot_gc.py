@@ -7,6 +7,11 @@ growing heap again (~0.13 s before the runtime's boot alone); at the end, one fu
 pydantic inspects a builtin ``default_factory``). So the collector stays off for the whole boot and the boot's objects
 are frozen (moved out of every later collection's reach) without that last collection: ~3 MiB kept for the process's
 life, for a third of a second less before ready.
+
+After the boot, the youngest generation collects every ``YOUNG_THRESHOLD`` net allocations instead of 700: a run
+allocates tens of thousands of short-lived container objects (pydantic models, dicts, the HTTP exchange with the
+provider), so at 700 a burst of runs starts hundreds of young collections (~0.1 s per 128 runs); at 10,000 a handful,
+each walking only the young objects. Older generations keep their ratios close to the defaults.
 """
 
 from __future__ import annotations
@@ -50,6 +55,11 @@ def resume() -> None:
         gc.enable()
 
 
+YOUNG_THRESHOLD = 10_000
+
+
 def freeze_boot_objects() -> None:
-    """The objects alive now stay alive for the process's life: no later collection walks them again."""
+    """The objects alive now stay alive for the process's life: no later collection walks them again. From now on the
+    collector runs at the steady state's pace (``YOUNG_THRESHOLD``)."""
     gc.freeze()
+    gc.set_threshold(YOUNG_THRESHOLD, 20, 50)

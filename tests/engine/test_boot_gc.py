@@ -43,3 +43,10 @@ async def test_a_boot_leaves_a_collector_it_found_off_as_it_was(session_app, bas
     finally:
         gc.enable()
         engine.stop()
+
+
+async def test_after_the_boot_young_objects_are_collected_at_the_steady_state_pace(session_app):
+    from pipelex_server.boot_gc import YOUNG_THRESHOLD
+
+    # the session's runtime booted (session_app): its objects are frozen and the young generation's threshold raised
+    assert gc.get_threshold()[0] == YOUNG_THRESHOLD and gc.get_freeze_count() > 0

@@ -23,7 +23,7 @@ import weakref
 from collections import OrderedDict
 from typing import Any
 
-PER_KEY = 4
+PER_KEY = 32  # a burst of one method keeps its libraries: 32 runs in flight reuse 32, not 4 (28 loads each time)
 _POOLS: weakref.WeakSet[LibraryPool] = weakref.WeakSet()
 
 
