@@ -239,24 +239,29 @@ class RssMonitor(threading.Thread):
     def watch(self, pid: int) -> None:
         self.pid = pid
 
-    def run(self) -> None:
+    def sample_now(self) -> None:
+        """One more sample at once (the peak up to this moment includes it)."""
         import psutil
 
+        pid = self.pid
+        if pid is None:
+            return
+        total = 0
+        try:
+            root = psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            procs = []
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                total += proc.memory_info().rss
+        if total:
+            self.samples += 1
+            self.peak_bytes = max(self.peak_bytes, total)
+
+    def run(self) -> None:
         while not self._halt.is_set():
-            pid = self.pid
-            if pid is not None:
-                total = 0
-                try:
-                    root = psutil.Process(pid)
-                    procs = [root, *root.children(recursive=True)]
-                except psutil.Error:
-                    procs = []
-                for proc in procs:
-                    with contextlib.suppress(psutil.Error):
-                        total += proc.memory_info().rss
-                if total:
-                    self.samples += 1
-                    self.peak_bytes = max(self.peak_bytes, total)
+            self.sample_now()
             self._halt.wait(self.interval)
 
     def stop(self) -> None:
