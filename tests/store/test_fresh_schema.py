@@ -40,17 +40,22 @@ def _sqlite_state(path: Path) -> list[tuple[str, ...]]:
     return [*objects, *rows]
 
 
+def upgrade_with_alembic(path: Path) -> None:
+    """Alembic's own upgrade of the SQLite file at ``path`` to the head revision."""
+    engine = sa.create_engine(f"sqlite:///{path}")
+    with engine.begin() as connection:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+    engine.dispose()
+
+
 def generate_snapshot() -> str:
     """The snapshot, from Alembic's own upgrade of an empty SQLite file."""
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "store.sqlite3"
-        engine = sa.create_engine(f"sqlite:///{path}")
-        with engine.begin() as connection:
-            config = Config()
-            config.set_main_option("script_location", str(MIGRATIONS_DIR))
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
-        engine.dispose()
+        upgrade_with_alembic(path)
         with sqlite3.connect(path) as connection:
             objects = connection.execute(
                 "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY rowid"
@@ -67,13 +72,7 @@ def test_the_snapshot_is_what_the_migrations_build():
 
 async def test_an_empty_store_gets_the_migrated_schema_and_stays_at_head(tmp_path: Path):
     by_alembic = tmp_path / "alembic.sqlite3"
-    engine = sa.create_engine(f"sqlite:///{by_alembic}")
-    with engine.begin() as connection:
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS_DIR))
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
-    engine.dispose()
+    upgrade_with_alembic(by_alembic)
 
     fresh = tmp_path / "fresh.sqlite3"
     store = make_engine(f"sqlite+aiosqlite:///{fresh}")
