@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.gitrepo import ADDRESS, V2_DISPLAY_NAME, MenuRepository, make_menu_repository
+from tests.support.gitrepo import ADDRESS, V2_DISPLAY_NAME, MenuRepository, served_menu_repository
 from tests.support.runs import wait_for_end
 
 NOTE = "grilled fish, lemon tart TOKEN-MENU"
@@ -35,10 +35,7 @@ def problem_of(response: httpx.Response, status: int, code: str) -> dict[str, An
 
 @pytest.fixture
 def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MenuRepository:
-    repository = make_menu_repository(tmp_path / "repo")
-    for name, value in repository.env.items():
-        monkeypatch.setenv(name, value)  # git, run by the server, reads it: the address resolves to the bare repository
-    return repository
+    return served_menu_repository(tmp_path / "repo", monkeypatch)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pipelex_server.engine.method_tree_files import MethodTreeFiles
 from pipelex_server.runs.model import RunRequest
 from tests.api.test_method_ref import main_text, problem_of
 from tests.support.bundles import package_files
-from tests.support.gitrepo import ADDRESS, MenuRepository, make_menu_repository
+from tests.support.gitrepo import ADDRESS, MenuRepository, served_menu_repository
 from tests.support.runs import wait_for_end
 
 GUEST = "Ada, arriving from Lisbon"
@@ -55,10 +55,7 @@ def publish(repo: MenuRepository, tag: str, files: dict[str, str], *, symlinks: 
 
 @pytest.fixture
 def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MenuRepository:
-    repository = make_menu_repository(tmp_path / "repo")
-    for name, value in repository.env.items():
-        monkeypatch.setenv(name, value)  # git, run by the server, reads it: the address resolves to the bare repository
-    return repository
+    return served_menu_repository(tmp_path / "repo", monkeypatch)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 METHODS = Path(__file__).resolve().parent / "methods"
 ADDRESS = "github.com/pipelex-server-tests/menu-package"  # the address menu_package's METHODS.toml declares
@@ -94,4 +95,13 @@ def make_menu_repository(root: Path) -> MenuRepository:
             "kitchen/menu.mthds": menu.replace("KITCHEN write a menu card", "KITCHEN V2 write a menu card"),
         },
     )
+    return repository
+
+
+def served_menu_repository(root: Path, monkeypatch: Any) -> MenuRepository:
+    """``make_menu_repository`` with its git configuration in this test's environment: git, run by the server, reads
+    it, so the package's github.com address resolves to the bare repository (``monkeypatch`` undoes it)."""
+    repository = make_menu_repository(root)
+    for name, value in repository.env.items():
+        monkeypatch.setenv(name, value)
     return repository
