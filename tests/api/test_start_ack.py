@@ -159,3 +159,26 @@ async def test_a_start_counts_as_an_ack_from_its_arrival_before_its_body_is_read
     # the middleware's paths are the app's acknowledging routes
     posts = {path for path, operations in app.app.openapi()["paths"].items() if "post" in operations}
     assert START_PATHS <= posts
+
+
+async def test_a_start_answers_the_crate_fingerprint_its_check_loaded_as_the_run_reports_it(make_app, stub):
+    app = await make_app()
+    body = {"mthds_contents": [SEED_BUNDLE], "pipe_code": "summarize", "inputs": {"text": f"TOKEN-crate {SEED_TEXT}"}}
+    executed = await app.client.post("/v1/execute", json=body)
+    assert executed.status_code == 200, executed.text
+    crate = executed.json().get("crate_fingerprint")
+    assert isinstance(crate, str) and crate
+    hits = app.services.engine.verdicts.hits
+    first, second = [await app.client.post("/v1/start", json=body) for _ in range(2)]
+    assert first.status_code == second.status_code == 202, (first.text, second.text)
+    assert app.services.engine.verdicts.hits == hits + 1  # the second ack came from the remembered check
+    assert first.json()["crate_fingerprint"] == second.json()["crate_fingerprint"] == crate
+    for response in (first, second):
+        run_id = response.json()["pipeline_run_id"]
+        assert (await wait_for_end(app.client, run_id))["pipeline_state"] == "COMPLETED"
+        recorded = await app.client.get(f"/v1/runs/{run_id}")  # the run record (the SDK's RunDetail)
+        assert recorded.status_code == 200 and recorded.json()["crate_fingerprint"] == crate, recorded.text
+    other = await app.client.post(
+        "/v1/start", json={**body, "mthds_contents": [unique_bundle(7)], "pipe_code": None, "inputs": {"text": "x"}}
+    )
+    assert other.status_code == 202 and other.json()["crate_fingerprint"] not in (None, crate)

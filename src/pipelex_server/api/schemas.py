@@ -183,6 +183,11 @@ class StartResponse(BaseModel):
     main_stuff_name: str | None
     pipe_output: PipeOutput | None
     workflow_id: str | None
+    crate_fingerprint: str | None = Field(
+        default=None,
+        description="The fingerprint of the library crate the run's method was loaded into when /start checked it (the "
+        "runtime's; the run reports the same at its end). Null when the check built none.",
+    )
     method_provenance: dict[str, Any] | None = Field(
         default=None, description="Where a method_ref run's package came from: address, tag, commit_sha, tree_digest, display_name."
     )

@@ -24,10 +24,11 @@ from typing import Any
 from pipelex_server.engine.caches import ByteLRU
 from pipelex_server.engine.library_cache import LibraryCache
 from pipelex_server.engine.method_tree_files import MethodTreeFiles
+from pipelex_server.engine.types import CheckedSetup
 from pipelex_server.input_limits import url_count
 
 CHECK_VERDICTS_MAX_ENTRIES = 4096
-_KEY_BYTES = 64  # a hex SHA-256: what an entry costs (its value is a constant)
+_KEY_BYTES = 128  # a hex SHA-256 and the crate's fingerprint: what an entry costs
 _REACHING_MARKS = ("://", "data:")
 
 
@@ -76,15 +77,17 @@ class CheckVerdicts:
             digest.update(encoded)
         return digest.hexdigest()
 
-    def passed(self, key: str | None) -> bool:
-        if key is None or self._passed.get(key) is None:
-            return False
+    def passed(self, key: str | None) -> CheckedSetup | None:
+        """The check of ``key`` that passed (no rewrites; its crate's fingerprint), or None."""
+        found = None if key is None else self._passed.get(key)
+        if found is None:
+            return None
         self.hits += 1
-        return True
+        return found
 
-    def remember(self, key: str | None) -> None:
+    def remember(self, key: str | None, checked: CheckedSetup | None = None) -> None:
         if key is not None:
-            self._passed.put(key, True, _KEY_BYTES)
+            self._passed.put(key, checked or CheckedSetup(), _KEY_BYTES)
 
     def __len__(self) -> int:
         return len(self._passed)

@@ -12,7 +12,7 @@ from typing import Any
 from pipelex_server.engine.library_cache import CapturingPipeRun, LibraryCache
 from pipelex_server.engine.method_tree import written_tree
 from pipelex_server.engine.method_tree_files import MethodTreeFiles
-from pipelex_server.engine.types import Checkpoints, ProgressSink, RunOutcome
+from pipelex_server.engine.types import CheckedSetup, Checkpoints, ProgressSink, RunOutcome
 from pipelex_server.fetch import Fetcher
 from pipelex_server.settings import Settings
 from pipelex_server.storage import ObjectStore
@@ -99,7 +99,12 @@ async def _cached_library(cache: LibraryCache, arguments: dict[str, Any], tree: 
 
 
 class _SetupChecked(Exception):
-    """Raised by the setup-only pipe run once the job is built: the bundle and inputs are valid."""
+    """Raised by the setup-only pipe run once the job is built: the bundle and inputs are valid. Carries the
+    fingerprint of the crate the job was built from (the runtime's run metadata)."""
+
+    def __init__(self, crate_fingerprint: str | None) -> None:
+        super().__init__("setup checked")
+        self.crate_fingerprint = crate_fingerprint
 
 
 class _SetupOnlyPipeRun:
@@ -112,7 +117,8 @@ class _SetupOnlyPipeRun:
             working_memory=pipe_job.working_memory,
             pipe_run_params=pipe_job.pipe_run_params,
         )
-        raise _SetupChecked
+        run_metadata = getattr(pipe_job.job_metadata, "run_metadata", None)
+        raise _SetupChecked(getattr(run_metadata, "crate_fingerprint", None))
 
 
 class Execution:
@@ -257,8 +263,8 @@ class Execution:
         storage_scope: str,
         request_id: str | None,
         tree: MethodTreeFiles | None = None,
-    ) -> dict[str, str]:
-        """The run's setup alone (see ``Engine.check``). Returns the URL rewrites (original URL -> storage URI)."""
+    ) -> CheckedSetup:
+        """The run's setup alone (see ``Engine.check``): its URL rewrites and the crate's fingerprint."""
         from pipelex_server.engine.problems import problem_from_exception
         from pipelex_server.engine.storage import InputResolution, bound
         from pipelex_server.engine.template_analysis import install_template_analysis_cache
@@ -286,12 +292,13 @@ class Execution:
                 )
                 with bound(self.store, resolution):
                     await runner.execute(**arguments)
-        except _SetupChecked:
-            return resolution.rewrites
+        except _SetupChecked as checked:
+            return CheckedSetup(resolution.rewrites, checked.crate_fingerprint)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            if isinstance(exc.__cause__, _SetupChecked) or isinstance(exc.__context__, _SetupChecked):
-                return resolution.rewrites
+            for checked in (exc.__cause__, exc.__context__):
+                if isinstance(checked, _SetupChecked):
+                    return CheckedSetup(resolution.rewrites, checked.crate_fingerprint)
             raise problem_from_exception(exc, request_id=request_id) from exc
         raise RuntimeError("the setup check ran the pipeline")  # pragma: no cover - _SetupOnlyPipeRun never returns

@@ -202,16 +202,18 @@ class Engine:
     ) -> dict[str, str]:
         """Everything a run does before its first pipe: parse and load the bundle, resolve the pipe, shape the
         inputs (remote and ``data:`` inputs are fetched and stored). Raises the same problem the run would (422 for
-        a bad bundle or input); runs nothing. Returns the URL rewrites (original URL -> storage URI)."""
+        a bad bundle or input); runs nothing. Returns the URL rewrites (original URL -> storage URI) and the
+        fingerprint of the crate the method loaded into."""
         if not dry_run:
             self.refuse_live_if_unconfigured()
         plain = not (output_name or output_multiplicity or dynamic_output_concept_ref)
         verdict = self.verdicts.key(
             pipe_code=pipe_code, mthds_contents=mthds_contents, inputs=inputs, plain=plain, dry_run=dry_run, scope=scope, tree=tree
         )
-        if self.verdicts.passed(verdict):
-            return {}  # this very check passed before, and it fetched and stored nothing (engine/check_verdicts.py)
-        rewrites = await self.execution.check(
+        remembered = self.verdicts.passed(verdict)
+        if remembered is not None:
+            return remembered  # this very check passed before, and it fetched and stored nothing (engine/check_verdicts.py)
+        checked = await self.execution.check(
             pipe_code=pipe_code,
             mthds_contents=mthds_contents,
             inputs=inputs,
@@ -224,9 +226,9 @@ class Engine:
             request_id=request_id,
             tree=tree,
         )
-        if not rewrites:
-            self.verdicts.remember(verdict)
-        return rewrites
+        if not checked.rewrites:
+            self.verdicts.remember(verdict, checked)
+        return checked
 
     async def validate(
         self, *, mthds_contents: list[str] | None, pipe_code: str | None, tree: MethodTreeFiles | None = None

@@ -9,6 +9,15 @@ from typing import Any
 ProgressSink = Callable[[str, dict[str, Any]], None]
 
 
+@dataclass(frozen=True)
+class CheckedSetup:
+    """A setup check that passed: the URL rewrites it made (original URL -> storage URI) and the fingerprint of the
+    library crate the method loaded into (the runtime's, as the run will report it; None when it has none)."""
+
+    rewrites: dict[str, str] = field(default_factory=dict)
+    crate_fingerprint: str | None = None
+
+
 @dataclass
 class Checkpoints:
     """What a run saved of its finished steps (``saved``: step key -> working memory dump), and how to save more."""

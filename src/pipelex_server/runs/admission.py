@@ -57,7 +57,8 @@ class Admission:
                 # only a mode that checks (and fetches) before the run exists asks: refuse first a caller at its limit.
                 # In-process, the insert's exact check is the only one, and nothing was fetched before it.
                 await self.check_active(caller)
-                return await self.checked(caller, request, public_id, request_id)
+                checked, _crate = await self.checked(caller, request, public_id, request_id)
+                return checked  # the run reports its crate at its end
 
             run_id, request = await self.executor.prepare_execute(run_id, request, check)
             await self.store_tree(caller, request)
@@ -77,10 +78,13 @@ class Admission:
             # and stores nothing skips this round trip: the insert's exact check refuses it just the same
             await self.check_active(caller)
         run_id = run_id or new_public_id()
+        crate_fingerprint = None
         if stored is None:
-            stored = await self.checked(caller, request, run_id, request_id)
+            stored, crate_fingerprint = await self.checked(caller, request, run_id, request_id)
             await self.store_tree(caller, stored)
-        row, created = await self.create_or_replay(caller=caller, request=stored, run_id=run_id, kind="start", fingerprint=fingerprint)
+        row, created = await self.create_or_replay(
+            caller=caller, request=stored, run_id=run_id, kind="start", fingerprint=fingerprint, crate_fingerprint=crate_fingerprint
+        )
         return row, created, stored
 
     async def admit(self, request: RunRequest) -> None:
@@ -124,12 +128,13 @@ class Admission:
         if await self.repository.count_active(caller.id) >= limit:
             raise too_many_active(limit)
 
-    async def checked(self, caller: Caller, request: RunRequest, run_id: str, request_id: str | None) -> RunRequest:
+    async def checked(self, caller: Caller, request: RunRequest, run_id: str, request_id: str | None) -> tuple[RunRequest, str | None]:
         """Check the bundle and inputs as the run will (remote and data: inputs are stored under the run's prefix);
-        returns the request to store, whose inputs reference storage only, so the run never fetches them again.
+        returns the request to store, whose inputs reference storage only, so the run never fetches them again, and
+        the fingerprint of the crate the method loaded into (the /start answer carries it, as the official server's).
         A refused request leaves nothing stored behind (unless the id is an existing run of this caller's)."""
         try:
-            rewrites = await self.engine.check(
+            checked = await self.engine.check(
                 **request.engine_arguments(),
                 scope=caller.scope,
                 storage_scope=run_prefix(caller.scope, run_id),
@@ -140,7 +145,7 @@ class Admission:
             if await self.repository.get_public(caller.id, run_id) is None:
                 await delete_stored(self.store, caller.id, run_id)
             raise
-        return request.with_rewritten_urls(rewrites)
+        return request.with_rewritten_urls(checked.rewrites), checked.crate_fingerprint
 
     async def store_tree(self, caller: Caller, request: RunRequest) -> None:
         """Keep a method tree's files as the caller's blobs once the request is accepted, so the run reads exactly
@@ -149,7 +154,14 @@ class Admission:
             await self.engine.store_method_tree(request.tree_files, scope=caller.scope)
 
     async def create_or_replay(
-        self, *, caller: Caller, request: RunRequest, run_id: str | None, kind: str, fingerprint: str | None = None
+        self,
+        *,
+        caller: Caller,
+        request: RunRequest,
+        run_id: str | None,
+        kind: str,
+        fingerprint: str | None = None,
+        crate_fingerprint: str | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """Insert the caller's run ``run_id`` (its public id), or return the caller's existing run of that id when it
         was made by this very request; another caller's run of the same id is another run, and is never seen here."""
@@ -177,6 +189,7 @@ class Admission:
             "redeliveries": 0,
             "method_id": request.method_id,
             "method_version": request.method_version,
+            "crate_fingerprint": crate_fingerprint,  # known from a /start's check; a run records its own at its end
             **self.executor.placement(key),
         }
         first_events = [numbered(public_id, 1, "state", {"pipeline_state": "STARTED"})]

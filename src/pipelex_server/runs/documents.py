@@ -92,6 +92,7 @@ def start_answer(row: dict[str, Any]) -> dict[str, Any]:
         "main_stuff_name": row["main_stuff_name"],
         "pipe_output": row["output"] if row["state"] == "COMPLETED" else None,
         "workflow_id": row["workflow_id"],
+        "crate_fingerprint": row.get("crate_fingerprint"),
         **_provenance(row),
     }
 
