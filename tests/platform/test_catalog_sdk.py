@@ -88,6 +88,8 @@ async def test_publish_answers_published_unchanged_and_refused_and_versions_are_
         first = await client.publish_method(method.method_id, expected_draft_updated_at=method.updated_at)
         assert isinstance(first, MethodPublished) and first.version.version == 1
         assert first.version.tree_digest == method.draft_digest and first.method.latest_version == 1
+        resolved = httpx.post(f"{server.url}/v1/resolve", json={"files": SEED_FILES}, headers=headers("alice"), timeout=60)
+        assert first.version.crate_fingerprint == resolved.json()["crate"]["fingerprint"]  # the version's meaning
         assert first.method.updated_at == method.updated_at  # a publish moves no token
         again = await client.publish_method(method.method_id, expected_draft_updated_at=method.updated_at)
         assert isinstance(again, MethodPublishUnchanged) and again.version.version == 1

@@ -71,9 +71,12 @@ class Publisher:
             if reason == "not_runnable":
                 message = "The draft is valid but does not run yet (it has pending signatures)."
             return PublishOutcome(REFUSED, await self.catalog.data(row), reason=reason, message=message, verdict=verdict)
-        return await self._write(caller, row, tree_digest=row["draft_digest"], description=description_of(tree))
+        crate = await self.engine.crate_fingerprint(tree)  # the version's meaning, as /v1/resolve fingerprints it
+        return await self._write(caller, row, tree_digest=row["draft_digest"], description=description_of(tree), crate=crate)
 
-    async def _write(self, caller: Caller, row: dict[str, Any], *, tree_digest: str, description: str | None) -> PublishOutcome:
+    async def _write(
+        self, caller: Caller, row: dict[str, Any], *, tree_digest: str, description: str | None, crate: str | None
+    ) -> PublishOutcome:
         method_id, token, draft = row["id"], row["updated_at"], row["draft"]
         for _attempt in range(MAX_ATTEMPTS):
             number = (row["latest_version"] or 0) + 1
@@ -83,7 +86,7 @@ class Publisher:
                 "tree_digest": tree_digest,
                 "description": description,
                 "runner_version": self.engine.versions().get("runtime_version"),
-                "crate_fingerprint": None,
+                "crate_fingerprint": crate,
                 "published_at": utcnow(),
                 "published_by": caller.id,
             }

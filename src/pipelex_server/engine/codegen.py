@@ -130,6 +130,18 @@ async def resolve(tree: MethodTreeFiles) -> dict[str, Any]:
     return await _in_resolved_library(tree, crate_answer)
 
 
+async def crate_fingerprint(tree: MethodTreeFiles) -> str | None:
+    """The fingerprint of the crate the method resolves to (what a published version records); None when it does not
+    resolve in memory (a method calling another package by address, say) or the runtime fails on it."""
+    try:
+        answer = await _in_resolved_library(tree, lambda crate: {"is_valid": True, "fingerprint": crate.fingerprint})
+    except Exception:
+        logger.warning("the crate fingerprint of a method could not be computed", exc_info=True)
+        return None
+    fingerprint = answer.get("fingerprint") if answer.get("is_valid") else None
+    return fingerprint if isinstance(fingerprint, str) else None
+
+
 async def codegen(tree: MethodTreeFiles, *, kind: str, target: str) -> dict[str, Any]:
     """The crate's stamped artifacts and their `codegen.lock`, as a local `pipelex codegen` writes them; or the invalid
     verdict. ``kind`` and ``target`` were checked by ``check_codegen_axes``."""

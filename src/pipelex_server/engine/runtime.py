@@ -230,6 +230,12 @@ class Engine:
             self.verdicts.remember(verdict, checked)
         return checked
 
+    async def crate_fingerprint(self, tree: MethodTreeFiles) -> str | None:
+        """The fingerprint of the crate a method tree resolves to, or None (see ``engine/codegen.crate_fingerprint``)."""
+        from pipelex_server.engine.codegen import crate_fingerprint
+
+        return await crate_fingerprint(tree)
+
     async def validate(
         self, *, mthds_contents: list[str] | None, pipe_code: str | None, tree: MethodTreeFiles | None = None
     ) -> dict[str, Any]:
