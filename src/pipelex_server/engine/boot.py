@@ -71,6 +71,7 @@ def acquire_runtime(settings: Settings, plan: InferencePlan) -> None:
 
         from pipelex_server.engine.class_discovery import install_class_discovery
         from pipelex_server.engine.storage import PROVIDER, install_input_hook
+        from pipelex_server.engine.template_analysis import install_template_analysis_cache
         from pipelex_server.engine.templates import install_template_cache
 
         Pipelex.make(
@@ -91,6 +92,7 @@ def acquire_runtime(settings: Settings, plan: InferencePlan) -> None:
             },
         )
         install_template_cache(int(settings.template_cache_max_mib * MIB))
+        install_template_analysis_cache()
         install_input_hook()
         install_class_discovery()
         _STATE.plan = plan

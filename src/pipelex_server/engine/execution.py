@@ -197,9 +197,7 @@ class Execution:
         from pipelex_server.engine.problems import problem_from_exception
         from pipelex_server.engine.results import shape_outcome
         from pipelex_server.engine.storage import InputResolution, bound
-        from pipelex_server.engine.template_analysis import install_template_analysis_cache
 
-        install_template_analysis_cache()
         arguments = _call_arguments(
             pipe_code, mthds_contents, inputs, output_name, output_multiplicity, dynamic_output_concept_ref, request_id
         )
@@ -267,9 +265,7 @@ class Execution:
         """The run's setup alone (see ``Engine.check``): its URL rewrites and the crate's fingerprint."""
         from pipelex_server.engine.problems import problem_from_exception
         from pipelex_server.engine.storage import InputResolution, bound
-        from pipelex_server.engine.template_analysis import install_template_analysis_cache
 
-        install_template_analysis_cache()
         arguments = _call_arguments(
             pipe_code, mthds_contents, inputs, output_name, output_multiplicity, dynamic_output_concept_ref, request_id
         )

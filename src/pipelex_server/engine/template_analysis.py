@@ -19,7 +19,6 @@ from typing import Any
 ENTRIES = 256
 MAX_SOURCE_CHARS = 8192
 _MARK = "_pipelex_server_memoized"
-_installed = False
 
 
 def _patch(module: Any, name: str, make: Callable[[Any], Any]) -> None:
@@ -80,14 +79,10 @@ def _private_names(original: Any) -> Any:
 
 
 def install_template_analysis_cache() -> None:
-    """Patch the three analyses where the run's pipe validation calls them (idempotent, cheap once done)."""
-    global _installed
-    if _installed:
-        return
+    """Patch the three analyses where the run's pipe validation calls them (at the runtime's boot; idempotent)."""
     from pipelex.cogt.templating import template_blueprint
     from pipelex.pipe_machinery import template_guard_lint
 
     _patch(template_blueprint, "detect_jinja2_required_variables", _required_variables)
     _patch(template_blueprint, "check_jinja2_parsing", _parsing)
     _patch(template_guard_lint, "detect_private_name_references", _private_names)
-    _installed = True
