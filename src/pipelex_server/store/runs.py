@@ -275,9 +275,8 @@ class RunRepository:
 
     async def append_events_of(self, batch: Mapping[str, Sequence[Event]]) -> None:
         """The events of several runs in one transaction (the flusher's: one store hop for every run in flight)."""
-        rows = [{"run_id": run_id, **event} for run_id, events in batch.items() for event in events]
-        if rows:
-            await transact(self.engine, lambda connection: connection.execute(_INSERT_EVENTS, rows))
+        if any(batch.values()):
+            await transact(self.engine, lambda connection: _write_events_of(connection, batch))
 
     async def events_after(self, run_id: str, after_seq: int, limit: int = 500) -> list[Event]:
         async with self.engine.connect() as connection:
@@ -305,8 +304,14 @@ class RunRepository:
 
 
 def _write_events(connection: Connection, run_id: str, events: Sequence[Event]) -> None:
-    if events:
-        connection.execute(_INSERT_EVENTS, [{"run_id": run_id, **event} for event in events])
+    _write_events_of(connection, {run_id: events})
+
+
+def _write_events_of(connection: Connection, batch: Mapping[str, Sequence[Event]]) -> None:
+    """The events of one or several runs (run id -> its events), in one statement."""
+    rows = [{"run_id": run_id, **event} for run_id, events in batch.items() for event in events]
+    if rows:
+        connection.execute(_INSERT_EVENTS, rows)
 
 
 async def _forget_platform_records(connection: AsyncConnection, removed: Sequence[tuple[str, str, str]]) -> None:
