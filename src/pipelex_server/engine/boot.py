@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelex_server.engine.caches import MIB
+from pipelex_server.engine.lazy_packages import install_lazy_packages
 from pipelex_server.engine.home import InferencePlan, prepare_home, require_clean_working_directory
 from pipelex_server.errors import ConfigurationError
 from pipelex_server.settings import Settings
@@ -33,7 +34,9 @@ _STATE = _BootState()
 
 
 def import_runtime() -> None:
-    """Import the runtime's heavy modules (~1.5 s): call it in a thread, off the event loop."""
+    """Import the runtime's heavy modules (~1.5 s): call it in a thread, off the event loop. The provider SDK's
+    re-export packages are made lazy first (lazy_packages.py)."""
+    install_lazy_packages()
     importlib.import_module("pipelex.pipelex")
     importlib.import_module("pipelex.pipeline.runner")
 

@@ -32,8 +32,9 @@ LIVE_WARM_MODULES: dict[str, tuple[str, ...]] = {
         "pipelex.providers.openai.openai_responses_factory",
         "pipelex.providers.openai.openai_exceptions",
         "openai.types.responses",
-        "openai.resources.responses",
-        "openai.resources.chat",
+        "openai.resources.responses.responses",  # the resource packages are lazy (lazy_packages.py): name the modules
+        "openai.resources.chat.chat",
+        "openai.resources.chat.completions.completions",
         "openai.lib.streaming.responses",
         "openai.lib._parsing._responses",
         "instructor.v2.providers.openai.client",
