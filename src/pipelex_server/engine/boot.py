@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelex_server.engine.caches import MIB
-from pipelex_server.engine.lazy_packages import install_lazy_packages
 from pipelex_server.engine.home import InferencePlan, prepare_home, require_clean_working_directory
+from pipelex_server.engine.lazy_packages import install_lazy_packages
 from pipelex_server.errors import ConfigurationError
 from pipelex_server.settings import Settings
 
