@@ -16,11 +16,13 @@ from pipelex_server.blobs import BlobStore
 from pipelex_server.boot_gc import collector_off, freeze_boot_objects
 from pipelex_server.engine.boot import acquire_runtime, import_runtime, prepare_environment, release_runtime
 from pipelex_server.engine.check_verdicts import CheckVerdicts
+from pipelex_server.engine.connection_probe import install_connection_probe
 from pipelex_server.engine.execution import Execution
 from pipelex_server.engine.home import plan_inference
 from pipelex_server.engine.method_sources import SourceLimits, read_bundle_method
 from pipelex_server.engine.method_tree_files import MethodTreeFiles, TreeLimits, read_method_tree
 from pipelex_server.engine.readiness import Readiness
+from pipelex_server.engine.sdk_params import install_plain_params
 from pipelex_server.engine.types import Checkpoints, ProgressSink, RunOutcome
 from pipelex_server.engine.validation import Validator
 from pipelex_server.engine.warmup import warm_up
@@ -85,6 +87,9 @@ class Engine:
                 if self.settings.warm_up:
                     await warm_up(plan=self.plan, store=self.store, validate=self.validate)
                     self.validator.verdicts.clear()
+                # the provider SDK's hot path, once the warm-up imported it (a module not imported is left alone)
+                install_connection_probe()
+                install_plain_params()
                 freeze_boot_objects()
                 self.boot_seconds = time.perf_counter() - started
                 logger.info("runtime ready in %.2fs (live backends: %s)", self.boot_seconds, ", ".join(self.plan.enabled))
