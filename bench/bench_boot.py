@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.bench_core import ServerProcess  # noqa: E402
+from bench.bench_core import ServerProcess, spread  # noqa: E402
 from tests.support.bundles import seed_request  # noqa: E402
 
 API_KEY = "bench-boot-key"
@@ -111,10 +110,6 @@ def official_once(stub_url: str, workdir: Path, *, importtime: bool) -> dict[str
         }
     finally:
         server.stop()
-
-
-def spread(values: list[float]) -> str:
-    return f"{statistics.median(values):8.3f}  [{min(values):.3f} .. {max(values):.3f}]"
 
 
 def main() -> None:

@@ -876,3 +876,8 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def spread(values: list[float]) -> str:
+    """A median and its range, for the A/B scripts' tables."""
+    return f"{statistics.median(values):8.3f}  [{min(values):.3f} .. {max(values):.3f}]"

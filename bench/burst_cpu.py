@@ -32,7 +32,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.bench_core import ServerProcess  # noqa: E402
+from bench.bench_core import ServerProcess, spread  # noqa: E402
 from tests.support.bundles import seed_request  # noqa: E402
 
 API_KEY = "bench-burst-key"
@@ -183,10 +183,6 @@ def one_round(name: str, tree: Path, stub: Any, workdir: Path, args: argparse.Na
         if profiler is not None:
             profiler.kill()
         server.stop()
-
-
-def spread(values: list[float]) -> str:
-    return f"{statistics.median(values):8.3f}  [{min(values):.3f} .. {max(values):.3f}]"
 
 
 def main() -> None:
