@@ -163,11 +163,12 @@ _PROBE = textwrap.dedent(
 )
 
 
-def _probe(mode: str, asked: dict | None = None) -> dict:
+def _in_fresh_interpreter(code: str, *args: str, given: object = None) -> dict:
+    """Run ``code`` in a new interpreter with this checkout's sources (``given`` as JSON on its stdin): its JSON answer."""
     source_root = Path(__file__).resolve().parents[2] / "src"
     answer = subprocess.run(
-        [sys.executable, "-c", _PROBE, mode],
-        input=json.dumps(asked),
+        [sys.executable, "-c", code, *args],
+        input=json.dumps(given),
         capture_output=True,
         text=True,
         timeout=120,
@@ -175,6 +176,10 @@ def _probe(mode: str, asked: dict | None = None) -> dict:
         env={"PYTHONPATH": str(source_root), "PATH": "/usr/bin:/bin"},
     )
     return json.loads(answer.stdout)
+
+
+def _probe(mode: str, asked: dict | None = None) -> dict:
+    return _in_fresh_interpreter(_PROBE, mode, given=asked)
 
 
 @pytest.mark.slow
@@ -210,15 +215,6 @@ _WARM_PROBE = textwrap.dedent(
 
 @pytest.mark.slow
 def test_the_warm_up_imports_what_a_first_live_run_reaches_through_the_lazy_packages():
-    source_root = Path(__file__).resolve().parents[2] / "src"
-    answer = subprocess.run(
-        [sys.executable, "-c", _WARM_PROBE],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-        env={"PYTHONPATH": str(source_root), "PATH": "/usr/bin:/bin"},
-    )
-    probe = json.loads(answer.stdout)
+    probe = _in_fresh_interpreter(_WARM_PROBE)
     assert probe["warmed"] > 100
     assert probe["new"] == []
