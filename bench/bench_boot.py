@@ -26,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.bench_core import ServerProcess, spread  # noqa: E402
+from bench.bench_core import ServerProcess, interleaved, spread  # noqa: E402
 from tests.support.bundles import seed_request  # noqa: E402
 
 API_KEY = "bench-boot-key"
@@ -128,22 +128,20 @@ def main() -> None:
     stub = StubLLMProcess(latency_ms=0, python=sys.executable)
     stub.start()
     try:
-        for index in range(args.rounds):
-            order = variants if index % 2 == 0 else list(reversed(variants))
-            for name, tree in order:
-                workdir = keep / f"{name}-{index}"
-                if str(tree) == "official":
-                    result = official_once(stub.base_url, workdir, importtime=args.importtime)
-                else:
-                    env = dict(item.split("=", 1) for item in args.env)
-                    result = boot_once(tree, stub.base_url, workdir, importtime=args.importtime, env=env)
-                results[name].append(result)
-                print(
-                    f"round {index} {name:8s} ready {result['ready_s']:.3f}s health {result['health_s']:.3f}s "
-                    f"cpu@ready {result['cpu_at_ready_s']:.2f}s first {result['first_execute_ms']:.0f}ms "
-                    f"second {result['second_execute_ms']:.0f}ms",
-                    flush=True,
-                )
+        for index, name, tree in interleaved(variants, args.rounds):
+            workdir = keep / f"{name}-{index}"
+            if str(tree) == "official":
+                result = official_once(stub.base_url, workdir, importtime=args.importtime)
+            else:
+                env = dict(item.split("=", 1) for item in args.env)
+                result = boot_once(tree, stub.base_url, workdir, importtime=args.importtime, env=env)
+            results[name].append(result)
+            print(
+                f"round {index} {name:8s} ready {result['ready_s']:.3f}s health {result['health_s']:.3f}s "
+                f"cpu@ready {result['cpu_at_ready_s']:.2f}s first {result['first_execute_ms']:.0f}ms "
+                f"second {result['second_execute_ms']:.0f}ms",
+                flush=True,
+            )
     finally:
         stub.stop()
     print(f"\nlogs: {keep}\n{'':10s}{'median  [min .. max]':>40s}")

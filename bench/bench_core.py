@@ -38,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -881,3 +882,11 @@ if __name__ == "__main__":
 def spread(values: list[float]) -> str:
     """A median and its range, for the A/B scripts' tables."""
     return f"{statistics.median(values):8.3f}  [{min(values):.3f} .. {max(values):.3f}]"
+
+
+def interleaved(variants: list[tuple[str, Path]], rounds: int) -> Iterator[tuple[int, str, Path]]:
+    """(round, name, tree) for A/B rounds: every variant once per round, the order flipped every other round, so that
+    no variant always runs on the warmer or the busier machine."""
+    for index in range(rounds):
+        for name, tree in variants if index % 2 == 0 else list(reversed(variants)):
+            yield index, name, tree

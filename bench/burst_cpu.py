@@ -32,7 +32,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.bench_core import ServerProcess, spread  # noqa: E402
+from bench.bench_core import ServerProcess, interleaved, spread  # noqa: E402
 from tests.support.bundles import seed_request  # noqa: E402
 
 API_KEY = "bench-burst-key"
@@ -207,12 +207,10 @@ def main() -> None:
     stub = StubLLMProcess(latency_ms=0, python=sys.executable)
     stub.start()
     try:
-        for index in range(args.rounds):
-            order = variants if index % 2 == 0 else list(reversed(variants))
-            for name, tree in order:
-                result = one_round(name, tree, stub, keep / f"{name}-{index}", args)
-                results[name].append(result)
-                print(f"round {index} {name:4s} " + " ".join(f"{k} {v:.3f}" for k, v in result.items()), flush=True)
+        for index, name, tree in interleaved(variants, args.rounds):
+            result = one_round(name, tree, stub, keep / f"{name}-{index}", args)
+            results[name].append(result)
+            print(f"round {index} {name:4s} " + " ".join(f"{k} {v:.3f}" for k, v in result.items()), flush=True)
     finally:
         stub.stop()
         shutil.rmtree(keep, ignore_errors=True)
