@@ -125,6 +125,17 @@ def summarize_ms(samples_s: list[float]) -> dict[str, float]:
     }
 
 
+def write_results(kind: str, results: dict[str, Any], table: str | None = None) -> Path:
+    """``bench/results/<kind>-<timestamp>.json`` (every sample), and ``.md`` with ``table`` when given; prints where."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(results, indent=2))
+    if table is not None:
+        out.with_suffix(".md").write_text(table + "\n")
+    print(f"\nresults written to {out.relative_to(REPO_ROOT)}" + (" (and .md)" if table is not None else ""))
+    return out
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -857,10 +868,7 @@ def main(argv: list[str] | None = None) -> int:
         results["anomalies"] = find_anomalies(results)
         print_table(results)
         if not args.no_json:
-            RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-            out = RESULTS_DIR / f"core-{time.strftime('%Y%m%d-%H%M%S')}.json"
-            out.write_text(json.dumps(results, indent=2))
-            print(f"\nresults written to {out.relative_to(REPO_ROOT)}")
+            write_results("core", results)
         return 0
     except Exception:
         if server is not None:

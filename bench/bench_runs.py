@@ -44,8 +44,6 @@ if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
 from bench_core import (  # noqa: E402
-    REPO_ROOT,
-    RESULTS_DIR,
     ForeignCpu,
     RssMonitor,
     ServerProcess,
@@ -54,6 +52,7 @@ from bench_core import (  # noqa: E402
     loadavg,
     machine_info,
     summarize_ms,
+    write_results,
 )
 from tests.support.bundles import seed_request  # noqa: E402
 
@@ -604,10 +603,7 @@ def main(argv: list[str] | None = None) -> int:
         results["anomalies"] = find_anomalies(results)
         print_table(results)
         if not args.no_json:
-            RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-            out = RESULTS_DIR / f"runs-{time.strftime('%Y%m%d-%H%M%S')}.json"
-            out.write_text(json.dumps(results, indent=2))
-            print(f"\nresults written to {out.relative_to(REPO_ROOT)}")
+            write_results("runs", results)
         return 0
     finally:
         stub.stop()

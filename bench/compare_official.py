@@ -54,8 +54,6 @@ if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
 from bench_core import (  # noqa: E402
-    REPO_ROOT,
-    RESULTS_DIR,
     ForeignCpu,
     RssMonitor,
     ServerProcess,
@@ -64,6 +62,7 @@ from bench_core import (  # noqa: E402
     loadavg,
     machine_info,
     summarize_ms,
+    write_results,
 )
 from bench_runs import submit_starts, tree_cpu_s, wait_drained  # noqa: E402
 from tests.support.bundles import SEED_BUNDLE, seed_request  # noqa: E402
@@ -459,11 +458,7 @@ def main(argv: list[str] | None = None) -> int:
         text = table(results)
         print()
         print(text)
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        (RESULTS_DIR / f"compare-{stamp}.json").write_text(json.dumps(results, indent=2))
-        (RESULTS_DIR / f"compare-{stamp}.md").write_text(text + "\n")
-        print(f"\nresults written to {(RESULTS_DIR / f'compare-{stamp}.md').relative_to(REPO_ROOT)} (and .json)")
+        write_results("compare", results, text)
         return 0
     finally:
         stub.stop()

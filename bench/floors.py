@@ -47,7 +47,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
-from bench_core import REPO_ROOT, RESULTS_DIR, clean_env, free_port, machine_info  # noqa: E402
+from bench_core import REPO_ROOT, clean_env, free_port, machine_info, write_results  # noqa: E402
 from bench_runs import tree_cpu_s  # noqa: E402
 from compare_official import EXECUTE, HEADERS, Ours, Theirs, completed  # noqa: E402
 from floor_app import RELAY_BODY  # noqa: E402
@@ -230,10 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             results["rounds"].append(round_result)
         text = table(results)
         print("\n" + text)
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        (RESULTS_DIR / f"floors-{stamp}.json").write_text(json.dumps(results, indent=2))
-        (RESULTS_DIR / f"floors-{stamp}.md").write_text(text + "\n")
+        write_results("floors", results, text)
         return 0
     finally:
         stub.stop()
