@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -26,16 +25,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.bench_core import ServerProcess, interleaved, spread  # noqa: E402
+from bench.bench_core import ServerProcess, interleaved, process_cpu_s, spread  # noqa: E402
 from tests.support.bundles import seed_request  # noqa: E402
 
 API_KEY = "bench-boot-key"
-
-
-def process_cpu_s(pid: int) -> float:
-    """user + sys seconds of one process (its own, not its children's), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def boot_once(tree: Path, stub_url: str, workdir: Path, *, importtime: bool, env: dict[str, str] | None = None) -> dict[str, Any]:

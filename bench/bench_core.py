@@ -136,6 +136,12 @@ def write_results(kind: str, results: dict[str, Any], table: str | None = None) 
     return out
 
 
+def process_cpu_s(pid: int) -> float:
+    """user + sys seconds of one process (its own, not its children's), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

@@ -21,7 +21,7 @@ request). Targets printed: 0.6 x the official burst, 1.0 x the official ready.
 
 Usage::
 
-    .venv/bin/python bench/floors.py                 # 3 rounds (~4 min)
+    .venv/bin/python bench/floors.py                 # 3 rounds (~7 min)
     .venv/bin/python bench/floors.py --rounds 1 --relay-cpu-ms 0 2
 
 Results: ``bench/results/floors-<timestamp>.json`` and ``.md`` (gitignored).
@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import signal
 import statistics
@@ -47,7 +46,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
-from bench_core import REPO_ROOT, clean_env, free_port, machine_info, write_results  # noqa: E402
+from bench_core import REPO_ROOT, clean_env, free_port, machine_info, process_cpu_s, write_results  # noqa: E402
 from bench_runs import tree_cpu_s  # noqa: E402
 from compare_official import EXECUTE, HEADERS, Ours, Theirs, completed  # noqa: E402
 from floor_app import RELAY_BODY  # noqa: E402
@@ -124,11 +123,6 @@ async def burst(url: str, body: dict[str, Any], *, total: int, in_flight: int, c
     return {"burst_wall_s": round(wall, 3), "burst_ok": ok}
 
 
-def process_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def measure_server(side: Any, stub: Any, args: argparse.Namespace, *, runs_pipelines: bool) -> dict[str, Any]:
     import httpx
 
@@ -144,8 +138,7 @@ def measure_server(side: Any, stub: Any, args: argparse.Namespace, *, runs_pipel
                 if not completed(first):
                     raise RuntimeError(f"first execute: {first.status_code} {first.text[:300]}")
                 cpu0 = tree_cpu_s(side.pid)
-                for _ in range(args.sequential):
-                    client.post(EXECUTE, json=seed_request())
+                result["sequential_ok"] = sum(completed(client.post(EXECUTE, json=seed_request())) for _ in range(args.sequential))
                 result["cpu_ms_per_run"] = round((tree_cpu_s(side.pid) - cpu0) * 1000 / args.sequential, 2)
         stub.configure(latency_ms=args.latency_ms)
         cpu0 = tree_cpu_s(side.pid)
