@@ -142,6 +142,21 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@contextlib.contextmanager
+def stub_and_workdir(prefix: str, *, latency_ms: int = 0) -> Iterator[tuple[Any, Path]]:
+    """A started stub LLM (a subprocess) and a temporary directory, both gone on exit, also on error or interruption."""
+    from tests.support.stub_llm import StubLLMProcess
+
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    stub = StubLLMProcess(latency_ms=latency_ms, python=sys.executable)
+    try:
+        stub.start()
+        yield stub, workdir
+    finally:
+        stub.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

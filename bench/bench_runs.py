@@ -30,10 +30,8 @@ import argparse
 import asyncio
 import contextlib
 import json
-import shutil
 import signal
 import sys
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -51,6 +49,7 @@ from bench_core import (  # noqa: E402
     git_state,
     loadavg,
     machine_info,
+    stub_and_workdir,
     summarize_ms,
     write_results,
 )
@@ -510,7 +509,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from tests.support.stub_llm import StubLLMProcess
 
     def _interrupted(signum: int, _frame: object) -> None:
         raise SystemExit(128 + signum)
@@ -545,10 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {m['cpu']} | {m['cores']} cores | Python {m['python']} | pipelex {m['pipelex']}", flush=True)
     print(f"workers: {args.workers} | load average before: {fmt_load(results['loadavg_before'])}", flush=True)
 
-    workdir = Path(tempfile.mkdtemp(prefix="pipelex-bench-runs-"))
-    stub = StubLLMProcess(latency_ms=args.latency_ms, python=sys.executable)
-    try:
-        stub.start()
+    with stub_and_workdir("pipelex-bench-runs-", latency_ms=args.latency_ms) as (stub, workdir):
         print(f"stub LLM: {stub.base_url} ({args.latency_ms} ms)", flush=True)
 
         # (a) acknowledgement latency
@@ -605,9 +600,6 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_json:
             write_results("runs", results)
         return 0
-    finally:
-        stub.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

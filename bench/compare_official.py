@@ -40,11 +40,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import signal
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -61,6 +59,7 @@ from bench_core import (  # noqa: E402
     git_state,
     loadavg,
     machine_info,
+    stub_and_workdir,
     summarize_ms,
     write_results,
 )
@@ -418,7 +417,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from tests.support.official_server import install_official
-    from tests.support.stub_llm import StubLLMProcess
 
     def _interrupted(signum: int, _frame: object) -> None:
         raise SystemExit(128 + signum)
@@ -436,10 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": [],
     }
     foreign = ForeignCpu()
-    workdir = Path(tempfile.mkdtemp(prefix="pipelex-bench-compare-"))
-    stub = StubLLMProcess(latency_ms=0, python=sys.executable)
-    try:
-        stub.start()
+    with stub_and_workdir("pipelex-bench-compare-") as (stub, workdir):
         for index in range(args.rounds):
             order = ["ours", "official"] if index % 2 == 0 else ["official", "ours"]
             if args.only:
@@ -460,9 +455,6 @@ def main(argv: list[str] | None = None) -> int:
         print(text)
         write_results("compare", results, text)
         return 0
-    finally:
-        stub.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

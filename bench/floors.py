@@ -32,12 +32,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -46,7 +44,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
-from bench_core import REPO_ROOT, clean_env, free_port, machine_info, process_cpu_s, write_results  # noqa: E402
+from bench_core import REPO_ROOT, clean_env, free_port, machine_info, process_cpu_s, stub_and_workdir, write_results  # noqa: E402
 from bench_runs import tree_cpu_s  # noqa: E402
 from compare_official import EXECUTE, HEADERS, Ours, Theirs, completed  # noqa: E402
 from floor_app import RELAY_BODY  # noqa: E402
@@ -182,16 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-official", action="store_true")
     args = parser.parse_args(argv)
     from tests.support.official_server import install_official
-    from tests.support.stub_llm import StubLLMProcess
 
     install = None if args.no_official else install_official()
     relays = [f"relay {cpu:g} ms" for cpu in args.relay_cpu_ms]
     sides = ["harness", *relays, "runtime", "runtime cold", "ours", "ours cold"] + ([] if args.no_official else ["official"])
     results: dict[str, Any] = {"machine": machine_info(), "params": vars(args), "sides": sides, "rounds": []}
-    workdir = Path(tempfile.mkdtemp(prefix="pipelex-bench-floors-"))
-    stub = StubLLMProcess(latency_ms=0, python=sys.executable)
-    try:
-        stub.start()
+    with stub_and_workdir("pipelex-bench-floors-") as (stub, workdir):
         for index in range(args.rounds):
             order = sides[index % len(sides) :] + sides[: index % len(sides)]
             round_result: dict[str, Any] = {"order": order}
@@ -225,9 +219,6 @@ def main(argv: list[str] | None = None) -> int:
         print("\n" + text)
         write_results("floors", results, text)
         return 0
-    finally:
-        stub.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
