@@ -38,7 +38,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -134,6 +134,30 @@ def write_results(kind: str, results: dict[str, Any], table: str | None = None) 
         out.with_suffix(".md").write_text(table + "\n")
     print(f"\nresults written to {out.relative_to(REPO_ROOT)}" + (" (and .md)" if table is not None else ""))
     return out
+
+
+async def burst(
+    url: str, body: dict[str, Any], *, headers: dict[str, str], total: int, in_flight: int, check: Callable[[Any], bool]
+) -> tuple[float, int]:
+    """``total`` POSTs of ``body`` to ``url``, ``in_flight`` at a time over as many keep-alive connections (the burst
+    of compare_official, burst_cpu and floors): the wall seconds from the first send, and how many answers ``check``
+    accepted."""
+    import httpx
+
+    limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
+    semaphore = asyncio.Semaphore(in_flight)
+    ok = 0
+    async with httpx.AsyncClient(headers=headers, timeout=300, limits=limits) as client:
+
+        async def one() -> None:
+            nonlocal ok
+            async with semaphore:
+                answer = await client.post(url, json=body)  # awaited first: `ok +=` reads ok after it
+                ok += check(answer)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(total)))
+        return time.perf_counter() - started, ok
 
 
 def process_cpu_s(pid: int) -> float:

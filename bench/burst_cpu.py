@@ -32,7 +32,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.bench_core import ServerProcess, interleaved, spread  # noqa: E402
+from bench.bench_core import ServerProcess, burst, interleaved, spread  # noqa: E402
 from tests.support.bundles import seed_request  # noqa: E402
 
 API_KEY = "bench-burst-key"
@@ -97,26 +97,11 @@ def sequential(base_url: str, pid: int, n: int) -> dict[str, float]:
     return {"seq_cpu_ms": cpu * 1000 / n, "seq_ms": wall * 1000 / n, "seq_ok": ok}
 
 
-async def burst(base_url: str, pid: int, total: int, in_flight: int) -> dict[str, float]:
-    import httpx
-
-    body = seed_request()
-    limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
-    semaphore = asyncio.Semaphore(in_flight)
-    ok = 0
-    async with httpx.AsyncClient(base_url=base_url, headers=HEADERS, timeout=300, limits=limits) as client:
-
-        async def one() -> None:
-            nonlocal ok
-            async with semaphore:
-                done = completed(await client.post(EXECUTE, json=body))  # awaited before `ok` is read
-                ok += done
-
-        cpu0 = tree_cpu_s(pid)
-        started = time.perf_counter()
-        await asyncio.gather(*(one() for _ in range(total)))
-        wall = time.perf_counter() - started
-        cpu = tree_cpu_s(pid) - cpu0
+async def measured_burst(base_url: str, pid: int, total: int, in_flight: int) -> dict[str, float]:
+    """bench_core's burst of seed executes, with the server tree's CPU per request."""
+    cpu0 = tree_cpu_s(pid)
+    wall, ok = await burst(base_url + EXECUTE, seed_request(), headers=HEADERS, total=total, in_flight=in_flight, check=completed)
+    cpu = tree_cpu_s(pid) - cpu0
     return {"wall_s": wall, "cpu_ms": cpu * 1000 / total, "ok": ok}
 
 
@@ -160,7 +145,7 @@ def one_round(name: str, tree: Path, stub: Any, workdir: Path, args: argparse.Na
                     stderr=subprocess.DEVNULL,
                 )
                 time.sleep(1.0)
-            bursts.append(asyncio.run(burst(server.base_url, pid, args.total, args.in_flight)))
+            bursts.append(asyncio.run(measured_burst(server.base_url, pid, args.total, args.in_flight)))
         if profiler is not None:
             profiler.send_signal(2)
             profiler.wait(timeout=60)

@@ -55,6 +55,7 @@ from bench_core import (  # noqa: E402
     ForeignCpu,
     RssMonitor,
     ServerProcess,
+    burst,
     fmt_load,
     git_state,
     loadavg,
@@ -269,23 +270,8 @@ def measure_validate(side: Side, *, n: int) -> dict[str, Any]:
 
 
 async def measure_burst(side: Side, *, total: int, in_flight: int) -> dict[str, Any]:
-    import httpx
-
-    body = seed_request()
-    limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
-    semaphore = asyncio.Semaphore(in_flight)
-    ok = 0
-    async with httpx.AsyncClient(base_url=side.base_url, headers=HEADERS, timeout=300, limits=limits) as client:
-
-        async def one() -> None:
-            nonlocal ok
-            async with semaphore:
-                with_resp = await client.post(EXECUTE, json=body)
-                ok += completed(with_resp)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(one() for _ in range(total)))
-        wall = time.perf_counter() - started
+    url = side.base_url + EXECUTE
+    wall, ok = await burst(url, seed_request(), headers=HEADERS, total=total, in_flight=in_flight, check=completed)
     return {"burst_wall_s": round(wall, 3), "burst_completed": ok, "burst_total": total}
 
 

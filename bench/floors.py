@@ -44,7 +44,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
-from bench_core import REPO_ROOT, clean_env, free_port, machine_info, process_cpu_s, stub_and_workdir, write_results  # noqa: E402
+from bench_core import REPO_ROOT, burst, clean_env, free_port, machine_info, process_cpu_s, stub_and_workdir, write_results  # noqa: E402
 from bench_runs import tree_cpu_s  # noqa: E402
 from compare_official import EXECUTE, HEADERS, Ours, Theirs, completed  # noqa: E402
 from floor_app import RELAY_BODY  # noqa: E402
@@ -99,25 +99,9 @@ class Spawned:
         self.log.close()
 
 
-async def burst(url: str, body: dict[str, Any], *, total: int, in_flight: int, check: Any = completed) -> dict[str, Any]:
-    """``total`` POSTs of ``body`` to ``url``, ``in_flight`` at a time (the client of compare_official's burst);
-    ``burst_ok`` counts the answers ``check`` accepts."""
-    import httpx
-
-    limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
-    semaphore = asyncio.Semaphore(in_flight)
-    ok = 0
-    async with httpx.AsyncClient(headers=HEADERS, timeout=300, limits=limits) as client:
-
-        async def one() -> None:
-            nonlocal ok
-            async with semaphore:
-                answer = await client.post(url, json=body)  # awaited first: `ok +=` reads ok after it
-                ok += check(answer)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(one() for _ in range(total)))
-        wall = time.perf_counter() - started
+async def timed_burst(url: str, body: dict[str, Any], args: argparse.Namespace, *, check: Any = completed) -> dict[str, Any]:
+    """The burst (bench_core.burst): its wall, and how many answers ``check`` accepted."""
+    wall, ok = await burst(url, body, headers=HEADERS, total=args.burst_total, in_flight=args.in_flight, check=check)
     return {"burst_wall_s": round(wall, 3), "burst_ok": ok}
 
 
@@ -140,7 +124,7 @@ def measure_server(side: Any, stub: Any, args: argparse.Namespace, *, runs_pipel
                 result["cpu_ms_per_run"] = round((tree_cpu_s(side.pid) - cpu0) * 1000 / args.sequential, 2)
         stub.configure(latency_ms=args.latency_ms)
         cpu0 = tree_cpu_s(side.pid)
-        result |= asyncio.run(burst(side.base_url + EXECUTE, seed_request(), total=args.burst_total, in_flight=args.in_flight))
+        result |= asyncio.run(timed_burst(side.base_url + EXECUTE, seed_request(), args))
         result["burst_cpu_ms_per_request"] = round((tree_cpu_s(side.pid) - cpu0) * 1000 / args.burst_total, 2)
     finally:
         stub.configure(latency_ms=0)
@@ -196,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                     try:
                         url = stub.base_url + "/responses"
                         answered = lambda resp: resp.status_code == 200  # noqa: E731
-                        outcome = asyncio.run(burst(url, RELAY_BODY, total=args.burst_total, in_flight=args.in_flight, check=answered))
+                        outcome = asyncio.run(timed_burst(url, RELAY_BODY, args, check=answered))
                     finally:
                         stub.configure(latency_ms=0)
                 elif name.startswith("relay"):
